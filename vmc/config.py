@@ -1,0 +1,154 @@
+"""Configuration: every default lives here, once.
+
+Key names follow FermiNet's where the concept is the same, so configs carry over.
+`default()` holds production-sized defaults; `get_config()` (the job `vmc` runs with no
+flags) is a small helium run that converges in a few minutes on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from vmc import systems
+from vmc.errors import ConfigError
+
+OPTIMIZERS = ('kfac', 'adam', 'none')
+
+
+def default() -> ml_collections.ConfigDict:
+  """Production defaults (FermiNet's where they exist)."""
+  cfg = ml_collections.ConfigDict({
+      'batch_size': 4096,  # walkers, summed over all devices
+      'system': {
+          'atom': '',  # element symbol, e.g. 'Li'
+          'molecule': None,  # a name (vmc.systems.MOLECULES) or [(symbol, (x, y, z)), ...]
+          'units': 'bohr',  # of system.molecule coordinates: 'bohr' or 'angstrom'
+          'charge': 0,
+          'spin': None,  # 2S; None: Hund's rule for atoms, lowest for molecules
+          'electrons': None,  # (n_up, n_down); overrides charge and spin
+      },
+      'network': {
+          'network_type': 'ferminet',
+          'determinants': 16,
+          'full_det': True,  # dense N x N determinants; False: spin-block determinants
+          'envelope_type': 'isotropic',
+          'bias_orbitals': False,
+          'ferminet': {
+              # (one-electron width, two-electron width) per layer.
+              'hidden_dims': ((256, 32), (256, 32), (256, 32), (256, 32)),
+          },
+      },
+      'optim': {
+          'optimizer': 'kfac',  # 'kfac', 'adam' or 'none' (sampling only)
+          'iterations': 100000,
+          'laplacian': 'loop',  # exact Laplacian: jvp of the gradient over 3N coordinates
+          'clip_local_energy': 5.0,  # clip at median +- this many mean absolute deviations
+          'lr': {
+              'rate': 0.05,  # rate / (1 + t / delay) ** decay
+              'decay': 1.0,
+              'delay': 10000.0,
+          },
+          'kfac': {
+              'invert_every': 1,
+              'cov_update_every': 1,
+              'damping': 0.001,
+              'cov_ema_decay': 0.95,
+              'momentum': 0.0,
+              'norm_constraint': 0.001,
+              'min_damping': 1.0e-4,
+              'l2_reg': 0.0,
+              'register_only_generic': False,
+          },
+          'adam': {
+              'b1': 0.9,
+              'b2': 0.999,
+              'eps': 1.0e-8,
+          },
+      },
+      'mcmc': {
+          'steps': 10,  # Metropolis moves per iteration
+          'burn_in': 100,  # iterations of `steps` moves before training
+          'init_width': 1.0,  # bohr; spread of initial electrons around their nuclei
+          'move_width': 0.02,  # bohr; initial Gaussian move width, then adapted
+          'adapt_frequency': 100,  # iterations between move-width adaptations
+          'target_acceptance': (0.5, 0.55),  # adapt the width to keep acceptance here
+      },
+      'log': {
+          'save_path': '',  # default: checkpoints/<system>_<UTC timestamp>
+          'restore_path': '',
+          'save_frequency': 10.0,  # minutes between checkpoints
+          'print_every_seconds': 5.0,
+          'stats_ewm_alpha': 0.1,  # weight of the newest step in ewmean/ewvar
+      },
+      'debug': {
+          'deterministic': False,  # fixed seed (debug.seed, or 23 if unset)
+          'seed': None,  # explicit seed; else drawn at random and logged
+      },
+  })
+  return cfg
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The default job of `vmc` with no flags: helium, small network, a few minutes."""
+  cfg = default()
+  cfg.system.atom = 'He'
+  cfg.batch_size = 256
+  cfg.network.determinants = 4
+  cfg.network.ferminet.hidden_dims = ((32, 8), (32, 8))
+  cfg.optim.iterations = 1000
+  cfg.optim.lr.delay = 1000.0
+  return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """A checked, resolved run description (config in, nothing read from it later)."""
+  system: systems.System
+  cfg: ml_collections.ConfigDict
+
+
+def _positive_int(value, key):
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ConfigError(f'{key}={value!r} must be a positive integer')
+  return value
+
+
+def resolve(cfg: ml_collections.ConfigDict) -> Spec:
+  """Validates the config and resolves the system; raises ConfigError with the fix."""
+  s = cfg.system
+  system = systems.make_system(
+      atom=s.atom or None, molecule=s.molecule, charge=s.charge, spin=s.spin,
+      electrons=s.electrons, units=s.units)
+  _positive_int(cfg.batch_size, 'batch_size')
+  _positive_int(cfg.optim.iterations, 'optim.iterations')
+  _positive_int(cfg.mcmc.steps, 'mcmc.steps')
+  _positive_int(cfg.network.determinants, 'network.determinants')
+  if cfg.mcmc.burn_in < 0:
+    raise ConfigError(f'mcmc.burn_in={cfg.mcmc.burn_in} must be >= 0')
+  if cfg.optim.optimizer not in OPTIMIZERS:
+    raise ConfigError(f'optim.optimizer={cfg.optim.optimizer!r} is not known; use one of '
+                      f'{", ".join(OPTIMIZERS)}')
+  if cfg.network.network_type != 'ferminet':
+    raise ConfigError(f'network.network_type={cfg.network.network_type!r} is not known; '
+                      "use 'ferminet'")
+  if cfg.network.envelope_type != 'isotropic':
+    raise ConfigError(f'network.envelope_type={cfg.network.envelope_type!r} is not known; '
+                      "use 'isotropic'")
+  if cfg.optim.laplacian != 'loop':
+    raise ConfigError(f'optim.laplacian={cfg.optim.laplacian!r} is not known; use loop')
+  dims = cfg.network.ferminet.hidden_dims
+  try:
+    ok = len(dims) > 0 and all(len(d) == 2 and min(d) > 0 for d in dims)
+  except TypeError:
+    ok = False
+  if not ok:
+    raise ConfigError(f'network.ferminet.hidden_dims={dims!r} must be a non-empty list of '
+                      '(one-electron width, two-electron width), e.g. ((64, 16), (64, 16))')
+  if cfg.optim.clip_local_energy <= 0:
+    raise ConfigError('optim.clip_local_energy must be > 0 (mean absolute deviations)')
+  lo, hi = cfg.mcmc.target_acceptance
+  if not 0 < lo <= hi < 1:
+    raise ConfigError('mcmc.target_acceptance must be (low, high) with 0 < low <= high < 1')
+  return Spec(system=system, cfg=cfg)

@@ -1,0 +1,117 @@
+"""The FermiNet wavefunction (Pfau et al., Phys. Rev. Research 2, 033429, 2020).
+
+One walker in, (sign, log|psi|) out:
+
+  h_i^0  = [r_i - R_I, |r_i - R_I|]_I          one-electron stream, (n, 4 n_atoms)
+  h_ij^0 = [r_i - r_j, |r_i - r_j|]            two-electron stream, (n, n, 4)
+  f_i^l  = [h_i, <h_j>_up, <h_j>_down, <h_ij>_{j up}, <h_ij>_{j down}]
+  h_i^{l+1} = tanh(W f_i^l + b) (+ h_i^l when widths match), likewise h_ij with V
+  phi_k^d(r_i) = (w_k^d . h_i^L) env_k^d(r_i),   one weight set per spin
+  psi = sum_d det[phi^d]                          (dense N x N, or up block x down block)
+
+Permuting two same-spin electrons permutes the rows of every orbital matrix (all stream
+features are permutation-equivariant), so psi changes sign: antisymmetry by construction.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vmc.networks import envelopes
+
+
+def logdet_sum(signs: jnp.ndarray, logdets: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(sign, log|sum_d sign_d exp(logdet_d)|) over the last axis, stable in log domain."""
+  shift = jnp.max(logdets, axis=-1, keepdims=True)
+  total = jnp.sum(signs * jnp.exp(logdets - shift), axis=-1)
+  return jnp.sign(total), jnp.log(jnp.abs(total)) + shift[..., 0]
+
+
+def features(x: jnp.ndarray, atoms: jnp.ndarray):
+  """Input features of one walker.
+
+  x: (n * 3,) electron coordinates; atoms: (n_atoms, 3).
+  Returns ae (n, n_atoms, 3), r_ae (n, n_atoms), ee (n, n, 3), r_ee (n, n).
+  """
+  pos = x.reshape(-1, 3)
+  n = pos.shape[0]
+  ae = pos[:, None, :] - atoms[None, :, :]
+  r_ae = jnp.linalg.norm(ae, axis=-1)
+  ee = pos[:, None, :] - pos[None, :, :]
+  # |r_i - r_i| = 0 has no gradient; shift the diagonal before the norm, then zero it.
+  eye = jnp.eye(n)
+  r_ee = jnp.linalg.norm(ee + eye[:, :, None], axis=-1) * (1.0 - eye)
+  return ae, r_ae, ee, r_ee
+
+
+class FermiNet(nn.Module):
+  """FermiNet for one walker: x (n * 3,) -> (sign, log|psi|)."""
+  atoms: tuple[tuple[float, float, float], ...]  # bohr
+  nspins: tuple[int, int]
+  hidden_dims: Sequence[tuple[int, int]]
+  determinants: int
+  full_det: bool = True
+  envelope_type: str = 'isotropic'
+  bias_orbitals: bool = False
+
+  def _mean_field(self, h1: jnp.ndarray, h2: jnp.ndarray) -> jnp.ndarray:
+    """f_i: own features, spin-resolved means of one- and two-electron features."""
+    n_up = self.nspins[0]
+    parts = [h1]
+    for lo, hi in ((0, n_up), (n_up, h1.shape[0])):
+      if hi > lo:
+        g = jnp.mean(h1[lo:hi], axis=0, keepdims=True)
+        parts.append(jnp.broadcast_to(g, (h1.shape[0], g.shape[1])))
+        parts.append(jnp.mean(h2[:, lo:hi], axis=1))
+    return jnp.concatenate(parts, axis=-1)
+
+  @nn.compact
+  def orbitals(self, x: jnp.ndarray) -> list[jnp.ndarray]:
+    """Orbital matrices, one per spin block: (determinants, n_s, n_orbitals).
+
+    Dense determinants: two blocks (n_up, N) and (n_down, N) stacked later into N x N.
+    """
+    atoms = jnp.asarray(self.atoms)
+    ae, r_ae, ee, r_ee = features(x, atoms)
+    n = r_ae.shape[0]
+    h1 = jnp.concatenate([ae, r_ae[..., None]], axis=-1).reshape(n, -1)
+    h2 = jnp.concatenate([ee, r_ee[..., None]], axis=-1)
+    n_layers = len(self.hidden_dims)
+    for layer, (width1, width2) in enumerate(self.hidden_dims):
+      f = self._mean_field(h1, h2)
+      new_h1 = jnp.tanh(nn.Dense(width1, name=f'one_electron_{layer}')(f))
+      h1 = new_h1 + h1 if new_h1.shape == h1.shape else new_h1
+      if layer < n_layers - 1:  # the last two-electron layer would feed nothing
+        new_h2 = jnp.tanh(nn.Dense(width2, name=f'two_electron_{layer}')(h2))
+        h2 = new_h2 + h2 if new_h2.shape == h2.shape else new_h2
+
+    n_electrons = sum(self.nspins)
+    blocks = []
+    start = 0
+    for spin, n_s in enumerate(self.nspins):
+      if n_s == 0:
+        continue
+      n_orb = n_electrons if self.full_det else n_s
+      h = h1[start:start + n_s]
+      orb = nn.Dense(self.determinants * n_orb, use_bias=self.bias_orbitals,
+                     name=f'orbitals_{spin}')(h)
+      env = envelopes.ENVELOPES[self.envelope_type](
+          self.determinants * n_orb, name=f'envelope_{spin}')(r_ae[start:start + n_s])
+      orb = (orb * env).reshape(n_s, self.determinants, n_orb)
+      blocks.append(jnp.transpose(orb, (1, 0, 2)))
+      start += n_s
+    return blocks
+
+  def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    blocks = self.orbitals(x)
+    if self.full_det:
+      sign, logdet = jnp.linalg.slogdet(jnp.concatenate(blocks, axis=1))
+    else:
+      sign, logdet = 1.0, 0.0
+      for block in blocks:
+        s, ld = jnp.linalg.slogdet(block)
+        sign, logdet = sign * s, logdet + ld
+    return logdet_sum(sign, logdet)

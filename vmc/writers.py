@@ -1,0 +1,123 @@
+"""Outputs: statistics CSV (append-safe) and timed progress lines with rate and ETA."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from typing import Sequence
+
+from absl import logging
+
+TRAIN_COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'move_width',
+                 'learning_rate', 'wall_time')
+
+
+class CsvWriter:
+  """Appends rows to a CSV file; writes the header only when the file is new or empty.
+
+  Rows are flushed every `flush_seconds` so a run killed hard loses at most that much.
+  """
+
+  def __init__(self, path: str, columns: Sequence[str], flush_seconds: float = 10.0):
+    self.path = path
+    self.columns = tuple(columns)
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    self._file = open(path, 'a', newline='')
+    self._writer = csv.writer(self._file)
+    if new:
+      self._writer.writerow(self.columns)
+      self._file.flush()
+    self._flush_seconds = flush_seconds
+    self._last_flush = time.monotonic()
+
+  def write(self, row: dict) -> None:
+    self._writer.writerow([_format(row[c]) for c in self.columns])
+    now = time.monotonic()
+    if now - self._last_flush > self._flush_seconds:
+      self.flush()
+      self._last_flush = now
+
+  def flush(self) -> None:
+    self._file.flush()
+    os.fsync(self._file.fileno())
+
+  def close(self) -> None:
+    if not self._file.closed:
+      self.flush()
+      self._file.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def _format(value) -> str:
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+class ExponentialMoments:
+  """Exponentially weighted mean and variance of a series (FermiNet's ewmean/ewvar)."""
+
+  def __init__(self, alpha: float):
+    self.alpha = alpha
+    self.mean = None
+    self.var = 0.0
+
+  def update(self, x: float) -> tuple[float, float]:
+    if not math.isfinite(x):
+      return (self.mean if self.mean is not None else x), self.var
+    if self.mean is None:
+      self.mean = x
+    else:
+      delta = x - self.mean
+      self.mean += self.alpha * delta
+      self.var = (1 - self.alpha) * (self.var + self.alpha * delta * delta)
+    return self.mean, self.var
+
+
+class Progress:
+  """Logs a progress line at most every `every_seconds`, with s/iteration and ETA.
+
+  The first step (compilation) is excluded from the rate.
+  """
+
+  def __init__(self, total: int, every_seconds: float, first_step: int = 0):
+    self.total = total
+    self.every = every_seconds
+    self._t_start = None
+    self._steps_timed = 0
+    self._last_print = -math.inf
+    self._first = first_step
+
+  def update(self, step: int, stats: dict) -> None:
+    now = time.monotonic()
+    if self._t_start is None:
+      self._t_start = now  # time from the end of the first (compiling) step
+      self._start_step = step
+    done = step - self._start_step
+    last = step + 1 == self.total
+    if now - self._last_print < self.every and not last:
+      return
+    self._last_print = now
+    rate = (now - self._t_start) / done if done > 0 else float('nan')
+    eta = rate * (self.total - step - 1) if done > 0 else float('nan')
+    logging.info(
+        'step %d/%d  E=%.6f Ha  ewmean=%.6f  var=%.4f  pmove=%.2f  width=%.3f  '
+        '%.3f s/it  ETA %s',
+        step + 1, self.total, stats['energy'], stats['ewmean'], stats['variance'],
+        stats['pmove'], stats['move_width'], rate, format_seconds(eta))
+
+
+def format_seconds(s: float) -> str:
+  if not math.isfinite(s):
+    return '?'
+  s = int(round(s))
+  h, rem = divmod(s, 3600)
+  m, sec = divmod(rem, 60)
+  return f'{h}h{m:02d}m{sec:02d}s' if h else f'{m}m{sec:02d}s'
