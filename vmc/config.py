@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from vmc import systems
 from vmc.errors import ConfigError
@@ -26,8 +27,8 @@ def default() -> ml_collections.ConfigDict:
           'molecule': None,  # a name (vmc.systems.MOLECULES) or [(symbol, (x, y, z)), ...]
           'units': 'bohr',  # of system.molecule coordinates: 'bohr' or 'angstrom'
           'charge': 0,
-          'spin': None,  # 2S; None: Hund's rule for atoms, lowest for molecules
-          'electrons': None,  # (n_up, n_down); overrides charge and spin
+          'spin': placeholder(int),  # 2S; None: Hund's rule for atoms, lowest for molecules
+          'electrons': placeholder(tuple),  # (n_up, n_down); overrides charge and spin
       },
       'network': {
           'network_type': 'ferminet',
@@ -84,7 +85,7 @@ def default() -> ml_collections.ConfigDict:
       },
       'debug': {
           'deterministic': False,  # fixed seed (debug.seed, or 23 if unset)
-          'seed': None,  # explicit seed; else drawn at random and logged
+          'seed': placeholder(int),  # explicit seed; else drawn at random and logged
       },
   })
   return cfg

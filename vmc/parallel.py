@@ -7,7 +7,6 @@ parameters and optimizer state are replicated along it, walkers are split along 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 AXIS = 'devices'
@@ -26,16 +25,19 @@ def device_count() -> int:
 
 
 def replicate(tree):
-  """Copies a host pytree onto every local device (leading device axis)."""
+  """A host pytree with a leading device axis: one copy per local device.
+
+  pmapped functions place each slice of the leading axis on its device when called.
+  """
   n = device_count()
-  return jax.device_put_sharded([tree] * n, jax.local_devices())
+  return jax.tree_util.tree_map(
+      lambda a: np.broadcast_to(np.asarray(a), (n,) + np.shape(a)).copy(), tree)
 
 
-def shard(x: np.ndarray):
+def shard(x: np.ndarray) -> np.ndarray:
   """Splits the leading batch axis of x over the local devices: (n_dev, batch / n_dev, ...)."""
-  n = device_count()
   x = np.asarray(x)
-  return jax.device_put_sharded(list(x.reshape((n, -1) + x.shape[1:])), jax.local_devices())
+  return x.reshape((device_count(), -1) + x.shape[1:])
 
 
 def unshard(x) -> np.ndarray:
@@ -53,6 +55,3 @@ def split_keys(key, n: int | None = None):
   """One independent key per local device."""
   return jax.random.split(key, n or device_count())
 
-
-def zeros_like_replicated(shape=(), dtype=jnp.float32):
-  return replicate(jnp.zeros(shape, dtype))

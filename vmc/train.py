@@ -48,15 +48,13 @@ def default_save_path(system_name: str) -> str:
   return os.path.join('checkpoints', f'{system_name}_{stamp}')
 
 
-def prepare_save_path(path: str) -> str:
-  """Creates the run folder; refuses to write into one that already holds a run."""
+def check_save_path(path: str) -> None:
+  """Refuses a run folder that already holds a run: earlier results are never overwritten."""
   if os.path.isdir(path) and (checkpoint.list_checkpoints(path) or
                               os.path.exists(os.path.join(path, 'train_stats.csv'))):
     raise ConfigError(
         f'log.save_path={path} already holds a run; choose a new log.save_path (or '
         'continue from it with log.restore_path)')
-  os.makedirs(path, exist_ok=True)
-  return path
 
 
 def build(spec: Spec):
@@ -95,25 +93,26 @@ def init_state(spec: Spec, network, batch_logabs, trainer, key) -> optimizers.Tr
 def run(spec: Spec) -> RunResult:
   """Runs burn-in and `optim.iterations` iterations; writes stats and checkpoints."""
   cfg, system = spec.cfg, spec.system
-  save_path = prepare_save_path(cfg.log.save_path or default_save_path(system.name))
+  save_path = cfg.log.save_path or default_save_path(system.name)
+  check_save_path(save_path)
   seed = seed_of(cfg)
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin)
+  network, batch_logabs, trainer = build(spec)
+  state = init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(seed))
+  if cfg.log.restore_path:
+    state = restore(cfg.log.restore_path, state)
+  # Everything that can fail on bad input has run: only now is anything written.
+  os.makedirs(save_path, exist_ok=True)
   logging.info('seed %d (rerun with --config.debug.seed=%d); output in %s', seed, seed,
                save_path)
   config_json = cfg.to_json_best_effort(indent=2)
   with open(os.path.join(save_path, 'config.json'), 'w') as f:
     f.write(config_json + '\n')
-
-  network, batch_logabs, trainer = build(spec)
-  state = init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(seed))
   n_params = networks.count_parameters(parallel.first(state.params))
   logging.info('network %s: %d parameters; optimizer %s; %d devices, %d walkers each',
                cfg.network.network_type, n_params, cfg.optim.optimizer,
                parallel.device_count(), cfg.batch_size // parallel.device_count())
-
-  if cfg.log.restore_path:
-    state = restore(cfg.log.restore_path, state)
 
   if cfg.mcmc.burn_in > 0 and int(parallel.first(state.step)) == 0:
     t0 = time.time()
@@ -170,9 +169,7 @@ def restore(path: str, template: optimizers.TrainState) -> optimizers.TrainState
   except (ValueError, KeyError, OSError) as e:
     raise ConfigError(f'log.restore_path: cannot restore {path}: {e}') from None
   logging.info('restored %s at step %d', path, step)
-  return jax.tree_util.tree_map(
-      lambda ref, a: jax.device_put_sharded(list(a), jax.local_devices()), template,
-      host_state)
+  return host_state
 
 
 def summarize(spec: Spec, energies: np.ndarray, save_path: str) -> None:

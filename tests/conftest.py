@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny configs so the whole suite stays within minutes on 2 cores."""
+
+import pytest
+
+from vmc import config as config_lib
+
+
+def tiny_config(atom='He', optimizer='kfac', **overrides):
+  cfg = config_lib.default()
+  cfg.system.atom = atom
+  cfg.batch_size = 64
+  cfg.network.determinants = 2
+  cfg.network.ferminet.hidden_dims = ((16, 4), (16, 4))
+  cfg.optim.optimizer = optimizer
+  cfg.optim.iterations = 10
+  cfg.mcmc.burn_in = 10
+  cfg.mcmc.steps = 5
+  cfg.debug.deterministic = True
+  cfg.log.print_every_seconds = 1000.0
+  for key, value in overrides.items():
+    node = cfg
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return cfg
+
+
+@pytest.fixture
+def make_tiny_config():
+  return tiny_config

@@ -1,0 +1,48 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vmc import hamiltonian, loss, networks, parallel, systems
+
+
+def _setup(make_tiny_config, clip):
+  system = systems.make_system(atom='Li')
+  net = networks.make_network(system, make_tiny_config())
+  params = net.init(jax.random.PRNGKey(0))
+  x = jax.random.normal(jax.random.PRNGKey(1), (1, 32, 9)) * 1.5
+  batch_logabs = jax.vmap(net.logabs, in_axes=(None, 0))
+  batch_el = jax.vmap(hamiltonian.make_local_energy(net.logabs, system), in_axes=(None, 0))
+  loss_fn = loss.make_loss(batch_logabs, batch_el, clip)
+  return params, x, batch_logabs, batch_el, loss_fn
+
+
+def test_gradient_is_the_vmc_estimator(make_tiny_config):
+  """grad = 2 <(E_L - <E_L>) grad log|psi|> when no local energy is clipped."""
+  params, x, batch_logabs, batch_el, loss_fn = _setup(make_tiny_config, clip=1e6)
+  grad_fn = parallel.pmap(lambda p, xx: jax.grad(lambda q: loss_fn(q, None, xx)[0])(p),
+                          in_axes=(None, 0))
+  grad = jax.tree_util.tree_map(lambda a: a[0], grad_fn(params, x))
+  e_l = batch_el(params, x[0])
+  diff = e_l - e_l.mean()
+  jac = jax.jacrev(lambda p: batch_logabs(p, x[0]))(params)
+  expected = jax.tree_util.tree_map(
+      lambda j: 2 * jnp.tensordot(diff, j, axes=1) / diff.shape[0], jac)
+  for g, e in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(g, e, rtol=2e-3, atol=1e-4 * float(jnp.max(jnp.abs(e))))
+
+
+def test_clipping_bounds_outliers(make_tiny_config):
+  e_l = jnp.concatenate([jnp.zeros(99), jnp.array([1000.0])])
+  e_l = e_l.at[:50].set(1.0)
+  clipped = parallel.pmap(lambda e: loss.clip_local_energy(e, 5.0))(e_l[None])[0]
+  median = float(jnp.median(e_l)); mad = float(jnp.mean(jnp.abs(e_l - median)))
+  assert float(clipped.max()) == np.float32(median + 5 * mad)
+  np.testing.assert_array_equal(clipped[:99], e_l[:99])
+
+
+def test_loss_value_and_variance(make_tiny_config):
+  params, x, _, batch_el, loss_fn = _setup(make_tiny_config, clip=5.0)
+  energy, aux = parallel.pmap(lambda p, xx: loss_fn(p, None, xx), in_axes=(None, 0))(params, x)
+  e_l = batch_el(params, x[0])
+  np.testing.assert_allclose(energy[0], e_l.mean(), rtol=5e-5)
+  np.testing.assert_allclose(aux.variance[0], e_l.var(), rtol=1e-4)

@@ -1,0 +1,138 @@
+"""Whole runs: a few tiny training runs through the real loop, and the command line."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vmc import checkpoint, config as config_lib, parallel, train, writers
+
+
+def _run(cfg, tmp_path, name):
+  cfg.log.save_path = str(tmp_path / name)
+  return train.run(config_lib.resolve(cfg))
+
+
+def _rows(path):
+  with open(os.path.join(path, 'train_stats.csv')) as f:
+    return list(csv.DictReader(f))
+
+
+def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config):
+  cfg = make_tiny_config('He', 'kfac', batch_size=128)
+  cfg.optim.iterations = 80
+  result = _run(cfg, tmp_path, 'kfac')
+  e = result.energies
+  assert np.all(np.isfinite(e))
+  # A random network starts far above -2.9037; 80 KFAC steps must gain > 0.2 Ha.
+  assert e[-10:].mean() < e[:5].mean() - 0.2, (e[:5], e[-10:])
+  assert e[-10:].mean() > -2.95  # and not below the exact energy by more than noise
+
+  rows = _rows(result.save_path)
+  assert list(rows[0]) == list(writers.TRAIN_COLUMNS)
+  assert [int(r['step']) for r in rows] == list(range(80))
+  np.testing.assert_allclose([float(r['energy']) for r in rows], e)
+  assert all(0.0 < float(r['pmove']) <= 1.0 for r in rows)
+  assert float(rows[-1]['learning_rate']) < float(rows[0]['learning_rate'])
+  with open(os.path.join(result.save_path, 'config.json')) as f:
+    assert json.load(f)['system']['atom'] == 'He'
+  (step, path), = checkpoint.list_checkpoints(result.save_path)
+  assert step == 80
+  step, restored = checkpoint.load(path, jax.device_get(result.final_state))
+  for a, b in zip(jax.tree_util.tree_leaves(restored),
+                  jax.tree_util.tree_leaves(jax.device_get(result.final_state))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_adam_lowers_helium_energy(tmp_path, make_tiny_config):
+  cfg = make_tiny_config('He', 'adam', batch_size=128)
+  cfg.optim.iterations = 80
+  cfg.optim.lr.rate = 0.01
+  e = _run(cfg, tmp_path, 'adam').energies
+  assert e[-10:].mean() < e[:5].mean() - 0.2, (e[:5], e[-10:])
+
+
+def test_same_seed_gives_same_numbers_and_none_keeps_parameters(tmp_path, make_tiny_config):
+  runs = []
+  for i in range(2):
+    cfg = make_tiny_config('Li', 'none')
+    cfg.optim.iterations = 5
+    runs.append(_run(cfg, tmp_path, f'none{i}'))
+  np.testing.assert_array_equal(runs[0].energies, runs[1].energies)
+  # With optimizer none the parameters stay those of initialization.
+  fresh_cfg = make_tiny_config('Li', 'none')
+  spec = config_lib.resolve(fresh_cfg)
+  network, batch_logabs, trainer = train.build(spec)
+  init = train.init_state(spec, network, batch_logabs, trainer,
+                          jax.random.PRNGKey(train.seed_of(fresh_cfg)))
+  for a, b in zip(jax.tree_util.tree_leaves(parallel.first(init.params)),
+                  jax.tree_util.tree_leaves(parallel.first(runs[0].final_state.params))):
+    np.testing.assert_array_equal(a, b)
+  # A different seed gives different samples.
+  cfg = make_tiny_config('Li', 'none')
+  cfg.optim.iterations = 5
+  cfg.debug.seed = 7
+  assert not np.array_equal(_run(cfg, tmp_path, 'none_other').energies, runs[0].energies)
+
+
+def _vmc(args, cwd):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'vmc'] + args, cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+TINY = ['--config.batch_size=32', '--config.optim.iterations=3', '--config.mcmc.burn_in=2',
+        '--config.network.determinants=1', '--config.network.ferminet.hidden_dims=((8, 4),)']
+
+
+def test_cli_runs_and_refuses_to_overwrite(tmp_path):
+  out = tmp_path / 'run'
+  proc = _vmc(TINY + [f'--config.log.save_path={out}', '--config.optim.optimizer=adam'],
+              tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'step 3/3' in proc.stderr
+  assert len(_rows(str(out))) == 3
+  before = (out / 'train_stats.csv').read_bytes()
+  proc = _vmc(TINY + [f'--config.log.save_path={out}'], tmp_path)
+  assert proc.returncode == 2
+  assert 'already holds a run' in proc.stderr
+  assert (out / 'train_stats.csv').read_bytes() == before
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.system.atom=Xx'], "unknown element 'Xx'"),
+    (['--config.system.atom=Li', '--config.system.spin=2'], 'system.spin=2'),
+    (['--config.batch_size=0'], 'batch_size=0 must be a positive integer'),
+    (['--config.optim.iterations=-5'], 'optim.iterations=-5'),
+    (['--config.optim.optimizer=sgd'], "optim.optimizer='sgd'"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+  out = tmp_path / 'run'
+  proc = _vmc(args + [f'--config.log.save_path={out}'], tmp_path)
+  assert proc.returncode == 2
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('vmc: error:')]
+  assert len(errors) == 1 and message in errors[0], proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not out.exists()
+
+
+def test_restore_path_continues_from_checkpoint(tmp_path, make_tiny_config):
+  cfg = make_tiny_config('He', 'adam')
+  cfg.optim.iterations = 4
+  first = _run(cfg, tmp_path, 'first')
+  cfg = make_tiny_config('He', 'adam')
+  cfg.optim.iterations = 7
+  cfg.log.restore_path = first.save_path
+  second = _run(cfg, tmp_path, 'second')
+  assert [int(r['step']) for r in _rows(second.save_path)] == [4, 5, 6]
+  assert int(parallel.first(second.final_state.step)) == 7
+  cfg = make_tiny_config('He', 'adam', **{'network.determinants': 3})
+  cfg.log.restore_path = first.save_path
+  with pytest.raises(train.ConfigError, match='different network'):
+    _run(cfg, tmp_path, 'third')
+  assert not (tmp_path / 'third').exists()
