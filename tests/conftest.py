@@ -15,6 +15,8 @@ def tiny_config(atom='He', optimizer='kfac', **overrides):
   cfg.optim.iterations = 10
   cfg.mcmc.burn_in = 10
   cfg.mcmc.steps = 5
+  cfg.pretrain.method = 'none'  # tests that need it turn it on
+  cfg.pretrain.iterations = 100
   cfg.debug.deterministic = True
   cfg.log.print_every_seconds = 1000.0
   for key, value in overrides.items():

@@ -68,6 +68,15 @@ def default() -> ml_collections.ConfigDict:
               'eps': 1.0e-8,
           },
       },
+      'pretrain': {
+          'method': 'hf',  # 'hf': fit orbitals to Hartree-Fock (PySCF); 'none'
+          'iterations': 1000,
+          'basis': 'ccpvdz',
+          'open_shell': 'uhf',  # SCF for open shells: 'uhf' or 'rohf' (closed: RHF)
+          'lr': 1.0e-2,  # Adam; FermiNet's 3e-4 fits far too slowly (docs/pretraining.md)
+          # Walkers sample (w |psi_HF| + (1 - w) |psi_net|)^2 during pretraining.
+          'hf_sample_weight': 1.0,
+      },
       'mcmc': {
           'steps': 10,  # Metropolis moves per iteration
           'burn_in': 100,  # iterations of `steps` moves before training
@@ -100,6 +109,7 @@ def get_config() -> ml_collections.ConfigDict:
   cfg.network.ferminet.hidden_dims = ((32, 8), (32, 8))
   cfg.optim.iterations = 1000
   cfg.optim.lr.delay = 1000.0
+  cfg.pretrain.iterations = 100
   return cfg
 
 
@@ -149,6 +159,16 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
                       '(one-electron width, two-electron width), e.g. ((64, 16), (64, 16))')
   if cfg.optim.clip_local_energy <= 0:
     raise ConfigError('optim.clip_local_energy must be > 0 (mean absolute deviations)')
+  if cfg.pretrain.method not in ('hf', 'none'):
+    raise ConfigError(f"pretrain.method={cfg.pretrain.method!r} is not known; use 'hf' or "
+                      "'none'")
+  if cfg.pretrain.method == 'hf':
+    _positive_int(cfg.pretrain.iterations, 'pretrain.iterations')
+  if cfg.pretrain.open_shell not in ('uhf', 'rohf'):
+    raise ConfigError(f"pretrain.open_shell={cfg.pretrain.open_shell!r} is not known; use "
+                      "'uhf' or 'rohf'")
+  if not 0.0 <= cfg.pretrain.hf_sample_weight <= 1.0:
+    raise ConfigError('pretrain.hf_sample_weight must be within [0, 1]')
   lo, hi = cfg.mcmc.target_acceptance
   if not 0 < lo <= hi < 1:
     raise ConfigError('mcmc.target_acceptance must be (low, high) with 0 < low <= high < 1')

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vmc import checkpoint, hamiltonian, mcmc, networks, optimizers, parallel, reference
+from vmc import checkpoint, hamiltonian, mcmc, networks, optimizers, parallel, pretrain
+from vmc import reference
 from vmc import writers
 from vmc.config import Spec
 from vmc.errors import ConfigError
@@ -69,25 +70,31 @@ def build(spec: Spec):
 
 
 def init_state(spec: Spec, network, batch_logabs, trainer, key) -> optimizers.TrainState:
+  """Parameters, walkers and sampler state; opt_state is added by `with_opt_state`."""
   cfg, system = spec.cfg, spec.system
   n_dev = parallel.device_count()
   if cfg.batch_size % n_dev:
     raise ConfigError(f'batch_size={cfg.batch_size} does not divide over {n_dev} devices; '
                       f'use a multiple of {n_dev}')
-  k_params, k_walkers, k_opt, k_run = jax.random.split(key, 4)
+  k_params, k_walkers, k_run = jax.random.split(key, 3)
   params = network.init(k_params)
   x = mcmc.init_positions(k_walkers, system, cfg.batch_size, cfg.mcmc.init_width)
   x = parallel.shard(x)
   params = parallel.replicate(params)
   logabs = parallel.pmap(batch_logabs)(params, x)
   walkers = mcmc.Walkers(x, logabs)
-  opt_state = trainer.init_opt_state(params, parallel.split_keys(k_opt), x)
   return optimizers.TrainState(
-      params=params, opt_state=opt_state, walkers=walkers,
+      params=params, opt_state=None, walkers=walkers,
       width=parallel.replicate(jnp.asarray(cfg.mcmc.move_width, jnp.float32)),
       acceptance_sum=parallel.replicate(jnp.zeros((), jnp.float32)),
       key=parallel.split_keys(k_run),
       step=parallel.replicate(jnp.zeros((), jnp.int32)))
+
+
+def with_opt_state(state: optimizers.TrainState, trainer) -> optimizers.TrainState:
+  """Initializes the optimizer for the current parameters (after pretraining)."""
+  keys = parallel.pmap(lambda k: jax.random.fold_in(k, 1))(state.key)
+  return state._replace(opt_state=trainer.init_opt_state(state.params, keys, state.walkers.x))
 
 
 def run(spec: Spec) -> RunResult:
@@ -100,8 +107,12 @@ def run(spec: Spec) -> RunResult:
                system.name, len(system.atoms), system.electrons, system.charge, system.spin)
   network, batch_logabs, trainer = build(spec)
   state = init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(seed))
-  if cfg.log.restore_path:
-    state = restore(cfg.log.restore_path, state)
+  restored = bool(cfg.log.restore_path)
+  if restored:
+    state = restore(cfg.log.restore_path, with_opt_state(state, trainer))
+  pretraining = cfg.pretrain.method == 'hf' and not restored
+  if pretraining:
+    pretrain.check_basis(system, cfg.pretrain.basis)
   # Everything that can fail on bad input has run: only now is anything written.
   os.makedirs(save_path, exist_ok=True)
   logging.info('seed %d (rerun with --config.debug.seed=%d); output in %s', seed, seed,
@@ -113,6 +124,17 @@ def run(spec: Spec) -> RunResult:
   logging.info('network %s: %d parameters; optimizer %s; %d devices, %d walkers each',
                cfg.network.network_type, n_params, cfg.optim.optimizer,
                parallel.device_count(), cfg.batch_size // parallel.device_count())
+
+  hf = None
+  if pretraining:
+    hf = pretrain.hartree_fock(system, cfg.pretrain.basis, cfg.pretrain.open_shell,
+                               cache_dir=save_path)
+    t0 = time.time()
+    state = pretrain.run(state, network, batch_logabs, hf, cfg, save_path)
+    logging.info('pretraining: %d iterations in %.1f s', cfg.pretrain.iterations,
+                 time.time() - t0)
+  if not restored:
+    state = with_opt_state(state, trainer)
 
   if cfg.mcmc.burn_in > 0 and int(parallel.first(state.step)) == 0:
     t0 = time.time()
@@ -142,13 +164,15 @@ def run(spec: Spec) -> RunResult:
       energies.append(stats['energy'])
       if not np.isfinite(stats['energy']):
         logging.warning('step %d: non-finite energy %s', t, stats['energy'])
-      progress.update(t, row)
+      progress.update(t, f'E={row["energy"]:.6f} Ha  ewmean={ewmean:.6f}  '
+                      f'var={row["variance"]:.4f}  pmove={row["pmove"]:.2f}  '
+                      f'width={row["move_width"]:.3f}')
       if time.monotonic() - last_save > save_every and t + 1 < total:
         checkpoint.save(save_path, t + 1, jax.device_get(state), config_json)
         last_save = time.monotonic()
   path = checkpoint.save(save_path, total, jax.device_get(state), config_json)
   logging.info('checkpoint %s', path)
-  summarize(spec, np.asarray(energies), save_path)
+  summarize(spec, np.asarray(energies), save_path, hf.energy if hf else None)
   return RunResult(save_path=save_path, steps=total, energies=np.asarray(energies),
                    final_state=state)
 
@@ -172,7 +196,8 @@ def restore(path: str, template: optimizers.TrainState) -> optimizers.TrainState
   return host_state
 
 
-def summarize(spec: Spec, energies: np.ndarray, save_path: str) -> None:
+def summarize(spec: Spec, energies: np.ndarray, save_path: str,
+              hf_energy: float | None = None) -> None:
   """Logs the mean energy of the last 20% of iterations and the error to the reference."""
   if len(energies) == 0:
     return
@@ -192,5 +217,6 @@ def summarize(spec: Spec, energies: np.ndarray, save_path: str) -> None:
   with open(os.path.join(save_path, 'summary.json'), 'w') as f:
     json.dump({'system': spec.system.name, 'iterations': int(len(energies)),
                'tail_iterations': int(len(tail)), 'energy_tail_mean': mean,
+               'energy_first_iteration': float(energies[0]), 'hf_energy': hf_energy,
                'reference_energy': ref.energy if ref else None,
                'reference_source': ref.source if ref else None}, f, indent=2)

@@ -84,34 +84,30 @@ class ExponentialMoments:
 class Progress:
   """Logs a progress line at most every `every_seconds`, with s/iteration and ETA.
 
-  The first step (compilation) is excluded from the rate.
+  The rate is timed from the end of the first step, so compilation does not count.
   """
 
-  def __init__(self, total: int, every_seconds: float, first_step: int = 0):
+  def __init__(self, total: int, every_seconds: float, label: str = 'step'):
     self.total = total
     self.every = every_seconds
+    self.label = label
     self._t_start = None
-    self._steps_timed = 0
+    self._start_step = 0
     self._last_print = -math.inf
-    self._first = first_step
 
-  def update(self, step: int, stats: dict) -> None:
+  def update(self, step: int, summary: str) -> None:
+    """step: 0-based index of the step just done; summary: its statistics as text."""
     now = time.monotonic()
     if self._t_start is None:
-      self._t_start = now  # time from the end of the first (compiling) step
-      self._start_step = step
+      self._t_start, self._start_step = now, step
     done = step - self._start_step
-    last = step + 1 == self.total
-    if now - self._last_print < self.every and not last:
+    if now - self._last_print < self.every and step + 1 != self.total:
       return
     self._last_print = now
     rate = (now - self._t_start) / done if done > 0 else float('nan')
     eta = rate * (self.total - step - 1) if done > 0 else float('nan')
-    logging.info(
-        'step %d/%d  E=%.6f Ha  ewmean=%.6f  var=%.4f  pmove=%.2f  width=%.3f  '
-        '%.3f s/it  ETA %s',
-        step + 1, self.total, stats['energy'], stats['ewmean'], stats['variance'],
-        stats['pmove'], stats['move_width'], rate, format_seconds(eta))
+    logging.info('%s %d/%d  %s  %.3f s/it  ETA %s', self.label, step + 1, self.total,
+                 summary, rate, format_seconds(eta))
 
 
 def format_seconds(s: float) -> str:

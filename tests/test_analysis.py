@@ -1,0 +1,21 @@
+import numpy as np
+
+from vmc import analysis
+
+
+def test_moving_mean_and_milestone():
+  np.testing.assert_allclose(analysis.moving_mean(np.arange(5.0), 2), [0.5, 1.5, 2.5, 3.5])
+  # Energies fall as -1 - 0.1 * exp(-t / 50): within 5 mHa of -1 once the window mean is.
+  t = np.arange(1000)
+  e = -1.0 + 0.1 * np.exp(-t / 50.0)
+  reached = analysis.iterations_to_reach(e, -1.0, 0.005, window=100)
+  m = analysis.moving_mean(e, 100)
+  assert m[reached - 100] <= 0.005 - 1.0 + 1e-12 < m[reached - 101] + 1e-12
+  assert analysis.iterations_to_reach(e, -2.0, 0.005) is None
+  assert analysis.iterations_to_reach(e[:50], -1.0, 0.005) is None
+
+
+def test_read_stats(tmp_path):
+  (tmp_path / 'train_stats.csv').write_text('step,energy\n0,-1.5\n1,-1.75\n')
+  stats = analysis.read_stats(str(tmp_path))
+  np.testing.assert_array_equal(stats['energy'], [-1.5, -1.75])
