@@ -43,9 +43,9 @@ def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config
     assert json.load(f)['system']['atom'] == 'He'
   (step, path), = checkpoint.list_checkpoints(result.save_path)
   assert step == 80
-  step, restored = checkpoint.load(path, jax.device_get(result.final_state))
-  for a, b in zip(jax.tree_util.tree_leaves(restored),
-                  jax.tree_util.tree_leaves(jax.device_get(result.final_state))):
+  expected = train.to_host(result.final_state)
+  step, restored = checkpoint.load(path, expected)
+  for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(expected)):
     np.testing.assert_array_equal(a, b)
 
 
@@ -90,18 +90,18 @@ TINY = ['--config.batch_size=32', '--config.optim.iterations=3', '--config.mcmc.
         '--config.network.determinants=1', '--config.network.ferminet.hidden_dims=((8, 4),)']
 
 
-def test_cli_runs_and_refuses_to_overwrite(tmp_path):
+def test_cli_runs_and_a_rerun_of_a_finished_run_changes_nothing(tmp_path):
   out = tmp_path / 'run'
-  proc = _vmc(TINY + [f'--config.log.save_path={out}', '--config.optim.optimizer=adam'],
-              tmp_path)
+  args = TINY + [f'--config.log.save_path={out}', '--config.optim.optimizer=adam']
+  proc = _vmc(args, tmp_path)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'step 3/3' in proc.stderr
   assert len(_rows(str(out))) == 3
-  before = (out / 'train_stats.csv').read_bytes()
-  proc = _vmc(TINY + [f'--config.log.save_path={out}'], tmp_path)
-  assert proc.returncode == 2
-  assert 'already holds a run' in proc.stderr
-  assert (out / 'train_stats.csv').read_bytes() == before
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  proc = _vmc(args, tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'is complete at step 3' in proc.stderr
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 @pytest.mark.parametrize('args, message', [
@@ -110,6 +110,9 @@ def test_cli_runs_and_refuses_to_overwrite(tmp_path):
     (['--config.batch_size=0'], 'batch_size=0 must be a positive integer'),
     (['--config.optim.iterations=-5'], 'optim.iterations=-5'),
     (['--config.optim.optimizer=sgd'], "optim.optimizer='sgd'"),
+    (['--config.optim.learning_rate=0.1'], 'learning_rate'),
+    (['--config.batch_size=many'], 'batch_size'),
+    (['--config.log.restore_path=/nonexistent/run'], 'log.restore_path=/nonexistent/run'),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
   out = tmp_path / 'run'

@@ -1,7 +1,10 @@
-"""Checkpoints: the whole TrainState of one device copy, numbered by step, atomic on disk.
+"""Checkpoints: the whole training state, numbered by step, atomic on disk.
 
-A checkpoint `ckpt_<step:06d>.npz` holds the state's leaves (arrays) in flattening order,
-walkers gathered from all devices, plus a JSON header (format, step, config). Restoring
+`ckpt_<step:06d>.npz` holds, per TrainState field, the leaves of one device's copy of the
+replicated state (parameters, optimizer state, move width, ...), the walkers of all
+devices gathered into one batch, the per-device RNG keys, and a JSON header (format,
+step, vmc version, config). Writing goes through a temporary file, fsync and rename, so
+a checkpoint on disk is either whole or absent; zip CRCs catch later corruption. Loading
 needs a template state of the same structure (built from the same config), which also
 catches a checkpoint from an incompatible network.
 """
@@ -13,23 +16,33 @@ import io
 import json
 import os
 import re
+import zipfile
 
 import jax
 import numpy as np
+from absl import logging
 
-FORMAT = 'vmc-checkpoint-1'
+import vmc
+
+FORMAT = 'vmc-checkpoint-2'
 _NAME = re.compile(r'ckpt_(\d{6,})\.npz$')
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used: unreadable, or not for this run's network."""
 
 
 def path_for(directory: str, step: int) -> str:
   return os.path.join(directory, f'ckpt_{step:06d}.npz')
 
 
-def save(directory: str, step: int, state, config_json: str) -> str:
-  """Writes `state` (a host pytree) atomically: temporary file, fsync, rename."""
-  leaves = jax.tree_util.tree_leaves(state)
-  arrays = {f'leaf_{i:05d}': np.asarray(leaf) for i, leaf in enumerate(leaves)}
-  header = json.dumps({'format': FORMAT, 'step': int(step), 'n_leaves': len(leaves),
+def save(directory: str, step: int, fields: dict, config_json: str) -> str:
+  """Writes {field name: host pytree} atomically: temporary file, fsync, rename."""
+  arrays = {}
+  for name, tree in fields.items():
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
+      arrays[f'{name}/{i:05d}'] = np.asarray(leaf)
+  header = json.dumps({'format': FORMAT, 'step': int(step), 'version': vmc.__version__,
                        'config': config_json})
   buf = io.BytesIO()
   np.savez(buf, header=np.array(header), **arrays)
@@ -58,21 +71,64 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
   return sorted(found)
 
 
-def load(path: str, template):
-  """Returns (step, state) with `template`'s structure, dtypes and shapes checked."""
-  with np.load(path, allow_pickle=False) as data:
-    header = json.loads(str(data['header']))
-    if header.get('format') != FORMAT:
-      raise ValueError(f'{path} is not a vmc checkpoint (format {header.get("format")!r})')
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    if header['n_leaves'] != len(leaves):
-      raise ValueError(f'{path} holds {header["n_leaves"]} arrays, the configured run needs '
-                       f'{len(leaves)}: it comes from a different network or optimizer')
-    restored = []
-    for i, ref in enumerate(leaves):
-      arr = data[f'leaf_{i:05d}']
-      if arr.shape != np.shape(ref):
-        raise ValueError(f'{path}: array {i} has shape {arr.shape}, the configured run needs '
-                         f'{np.shape(ref)}: it comes from a different network or system')
-      restored.append(arr)
-  return header['step'], jax.tree_util.tree_unflatten(treedef, restored)
+def prune(directory: str, keep: int) -> None:
+  """Deletes all but the newest `keep` checkpoints."""
+  for _, path in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+    os.remove(path)
+
+
+def load(path: str, templates: dict, resizable: tuple[str, ...] = ()) -> tuple[int, dict]:
+  """Returns (step, {field: pytree}) shaped like `templates`.
+
+  Leaves of fields in `resizable` may differ in their leading dimension (the caller
+  adapts them); every other shape must match the template exactly.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      header = json.loads(str(data['header']))
+      if header.get('format') != FORMAT:
+        raise CheckpointError(f'{path} is not a vmc checkpoint of format {FORMAT}')
+      out = {}
+      for name, template in templates.items():
+        leaves, treedef = jax.tree_util.tree_flatten(template)
+        stored = sorted(k for k in data.files if k.startswith(name + '/'))
+        if len(stored) != len(leaves):
+          raise CheckpointError(
+              f'{path} holds {len(stored)} arrays of {name}, this run needs {len(leaves)}: '
+              'it comes from a different network or optimizer')
+        restored = []
+        for key, ref in zip(stored, leaves):
+          arr = data[key]
+          ref_shape = np.shape(ref)
+          same = arr.shape == ref_shape or (
+              name in resizable and arr.shape[1:] == ref_shape[1:])
+          if not same:
+            raise CheckpointError(
+                f'{path}: {key} has shape {arr.shape}, this run needs {ref_shape}: it '
+                'comes from a different network or system')
+          restored.append(arr)
+        out[name] = jax.tree_util.tree_unflatten(treedef, restored)
+  except (OSError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    raise CheckpointError(f'{path} is unreadable ({type(e).__name__}: {e})') from None
+  return header['step'], out
+
+
+def load_latest(directory: str, templates: dict, resizable: tuple[str, ...] = ()):
+  """Loads the newest readable checkpoint, falling back past corrupt ones.
+
+  Returns (step, fields, path). Raises CheckpointError if none is readable; a checkpoint
+  that is readable but incompatible with the templates is not skipped (it would be again).
+  """
+  found = list_checkpoints(directory)
+  if not found:
+    raise CheckpointError(f'{directory} holds no ckpt_*.npz')
+  for step, path in reversed(found):
+    try:
+      got_step, fields = load(path, templates, resizable)
+      return got_step, fields, path
+    except CheckpointError as e:
+      if 'unreadable' not in str(e):
+        raise
+      logging.warning('checkpoint %s is corrupt or truncated (%s); trying the previous one',
+                      path, e)
+  raise CheckpointError(f'no readable checkpoint in {directory}')

@@ -25,14 +25,35 @@ def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}; options go as --config.KEY=VALUE')
   cfg = _CONFIG.value
+  from vmc import train  # imported here so that --help stays fast
   try:
-    from vmc import train  # imported here so that --help stays fast
     spec = config_lib.resolve(cfg)
     train.run(spec)
   except ConfigError as e:
-    if logging.get_verbosity() > logging.INFO:
-      raise
-    print(f'vmc: error: {e}', file=sys.stderr)
+    _fail(e, 2)
+  except train.RunAborted as e:
+    _fail(e, 1)
+
+
+def _fail(error: Exception, code: int) -> None:
+  """One line on stderr and a non-zero exit; --verbosity=1 shows the traceback."""
+  if logging.get_verbosity() > logging.INFO:
+    raise error
+  print(f'vmc: error: {_one_line(str(error))}', file=sys.stderr)
+  sys.exit(code)
+
+
+def _one_line(text: str) -> str:
+  return ' '.join(text.split())
+
+
+def _parse_flags(argv):
+  """absl flag parsing, with a bad flag or config key reported on one line (exit 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'vmc: error: {_one_line(str(e))} (vmc --helpfull lists the flags; config keys are '
+          'in vmc/config.py)', file=sys.stderr)
     sys.exit(2)
 
 
@@ -45,7 +66,7 @@ def _quiet_libraries(record) -> bool:
 
 def main():
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  app.run(_main)
+  app.run(_main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -89,12 +89,15 @@ def default() -> ml_collections.ConfigDict:
           'save_path': '',  # default: checkpoints/<system>_<UTC timestamp>
           'restore_path': '',
           'save_frequency': 10.0,  # minutes between checkpoints
+          'keep': 3,  # newest checkpoints kept
           'print_every_seconds': 5.0,
           'stats_ewm_alpha': 0.1,  # weight of the newest step in ewmean/ewvar
       },
       'debug': {
           'deterministic': False,  # fixed seed (debug.seed, or 23 if unset)
           'seed': placeholder(int),  # explicit seed; else drawn at random and logged
+          # Consecutive non-finite steps (each rolled back) before the run stops.
+          'max_bad_steps': 10,
       },
   })
   return cfg
@@ -136,6 +139,8 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   _positive_int(cfg.optim.iterations, 'optim.iterations')
   _positive_int(cfg.mcmc.steps, 'mcmc.steps')
   _positive_int(cfg.network.determinants, 'network.determinants')
+  _positive_int(cfg.log.keep, 'log.keep')
+  _positive_int(cfg.debug.max_bad_steps, 'debug.max_bad_steps')
   if cfg.mcmc.burn_in < 0:
     raise ConfigError(f'mcmc.burn_in={cfg.mcmc.burn_in} must be >= 0')
   if cfg.optim.optimizer not in OPTIMIZERS:

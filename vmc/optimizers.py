@@ -39,6 +39,29 @@ class StepStats(NamedTuple):
   pmove: jnp.ndarray  # Metropolis acceptance rate
   width: jnp.ndarray  # move width used for this iteration's moves
   learning_rate: jnp.ndarray
+  rejected: jnp.ndarray  # 1.0 if the step was non-finite and rolled back, else 0.0
+
+
+def _all_finite(tree) -> jnp.ndarray:
+  leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(a.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def guard(candidate: TrainState, previous: TrainState, energy) -> tuple[TrainState, jnp.ndarray]:
+  """Keeps `candidate` if its energy and parameters are finite (on every device), else
+  rolls parameters, optimizer state, walkers and move width back to `previous`. The key
+  and step advance either way, so a retry samples afresh. Returns (state, rejected)."""
+  ok = jnp.isfinite(energy) & _all_finite(candidate.params)
+  ok = parallel.pmean(ok.astype(jnp.float32)) == 1.0
+  pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+  state = candidate._replace(
+      params=pick(candidate.params, previous.params),
+      opt_state=pick(candidate.opt_state, previous.opt_state),
+      walkers=pick(candidate.walkers, previous.walkers),
+      width=pick(candidate.width, previous.width),
+      acceptance_sum=pick(candidate.acceptance_sum, previous.acceptance_sum))
+  return state, 1.0 - ok.astype(jnp.float32)
 
 
 class Trainer(NamedTuple):
@@ -82,7 +105,8 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
                          cfg.mcmc.target_acceptance),
         state.width)
     stats = StepStats(energy=jnp.nan, variance=jnp.nan, pmove=pmove, width=state.width,
-                      learning_rate=schedule(state.step.astype(jnp.float32)))
+                      learning_rate=schedule(state.step.astype(jnp.float32)),
+                      rejected=jnp.zeros(()))
     state = state._replace(walkers=walkers, key=key, width=new_width,
                            acceptance_sum=jnp.where(adapt, 0.0, acc))
     return state, stats, k_update
@@ -118,14 +142,21 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
         multi_device=True,
         pmap_axis_name=parallel.AXIS,
     )
-    p_sample = parallel.pmap(sample, donate_argnums=0)
+    # Nothing donated here: the previous state must survive until the guard has run.
+    p_sample = parallel.pmap(sample)
+    p_guard = parallel.pmap(guard)
 
-    def kfac_step(state):
-      state, stats, k_update = p_sample(state)
+    def kfac_step(previous):
+      state, stats, k_update = p_sample(previous)
+      # kfac-jax donates the parameters and optimizer state it is given: pass copies.
       params, opt_state, kstats = optimizer.step(
-          state.params, state.opt_state, k_update, batch=state.walkers.x)
-      stats = stats._replace(energy=kstats['loss'], variance=kstats['aux'].variance)
-      return state._replace(params=params, opt_state=opt_state, step=state.step + 1), stats
+          optimizer.copy_obj(state.params), optimizer.copy_obj(state.opt_state), k_update,
+          batch=state.walkers.x)
+      candidate = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+      state, rejected = p_guard(candidate, previous, kstats['loss'])
+      stats = stats._replace(energy=kstats['loss'], variance=kstats['aux'].variance,
+                             rejected=rejected)
+      return state, stats
 
     return Trainer(init_opt_state=optimizer.init, step=kfac_step, burn_in=p_burn_in)
 
@@ -133,14 +164,15 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
     a = cfg.optim.adam
     tx = optax.adam(learning_rate=schedule, b1=a.b1, b2=a.b2, eps=a.eps)
 
-    def adam_step(state):
-      state, stats, k_update = sample(state)
+    def adam_step(previous):
+      state, stats, k_update = sample(previous)
       (energy, aux), grads = jax.value_and_grad(loss, has_aux=True)(
           state.params, k_update, state.walkers.x)
       updates, opt_state = tx.update(parallel.pmean(grads), state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
-      state = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
-      return state, stats._replace(energy=energy, variance=aux.variance)
+      candidate = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+      state, rejected = guard(candidate, previous, energy)
+      return state, stats._replace(energy=energy, variance=aux.variance, rejected=rejected)
 
     p_init = parallel.pmap(tx.init)
     return Trainer(init_opt_state=lambda params, key, x: p_init(params),
@@ -148,11 +180,12 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
 
   if name == 'none':
 
-    def evaluate(state):
-      state, stats, k_update = sample(state)
+    def evaluate(previous):
+      state, stats, k_update = sample(previous)
       energy, aux = loss(state.params, k_update, state.walkers.x)
-      state = state._replace(step=state.step + 1)
-      return state, stats._replace(energy=energy, variance=aux.variance, learning_rate=0.0)
+      state, rejected = guard(state._replace(step=state.step + 1), previous, energy)
+      return state, stats._replace(energy=energy, variance=aux.variance, learning_rate=0.0,
+                                   rejected=rejected)
 
     return Trainer(init_opt_state=lambda params, key, x: parallel.replicate(jnp.zeros(())),
                    step=parallel.pmap(evaluate, donate_argnums=0), burn_in=p_burn_in)

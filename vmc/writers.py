@@ -11,13 +11,38 @@ from typing import Sequence
 from absl import logging
 
 TRAIN_COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'move_width',
-                 'learning_rate', 'wall_time')
+                 'learning_rate', 'rejected', 'wall_time')
+
+
+def truncate_csv(path: str, step: int) -> dict[str, list[float]]:
+  """Keeps the rows with step < `step` (rewritten atomically); returns them by column.
+
+  On resume from a checkpoint at `step`, later rows would be written again: this keeps
+  the statistics free of gaps and repeats without losing any row before the checkpoint.
+  """
+  if not os.path.exists(path):
+    return {}
+  with open(path, newline='') as f:
+    rows = list(csv.reader(f))
+  if not rows:
+    return {}
+  header, body = rows[0], rows[1:]
+  kept = [r for r in body if r and int(r[0]) < step]
+  if len(kept) != len(body):
+    tmp = path + '.tmp'
+    with open(tmp, 'w', newline='') as f:
+      csv.writer(f).writerows([header] + kept)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  return {name: [float(r[i]) for r in kept] for i, name in enumerate(header)}
 
 
 class CsvWriter:
   """Appends rows to a CSV file; writes the header only when the file is new or empty.
 
-  Rows are flushed every `flush_seconds` so a run killed hard loses at most that much.
+  Rows reach the OS at once and the disk every `flush_seconds`, so even a machine crash
+  loses at most that much.
   """
 
   def __init__(self, path: str, columns: Sequence[str], flush_seconds: float = 10.0):
@@ -34,6 +59,7 @@ class CsvWriter:
 
   def write(self, row: dict) -> None:
     self._writer.writerow([_format(row[c]) for c in self.columns])
+    self._file.flush()  # to the OS at every row; to the disk (fsync) every flush_seconds
     now = time.monotonic()
     if now - self._last_flush > self._flush_seconds:
       self.flush()
