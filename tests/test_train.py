@@ -110,7 +110,9 @@ def test_cli_runs_and_a_rerun_of_a_finished_run_changes_nothing(tmp_path):
     (['--config.batch_size=0'], 'batch_size=0 must be a positive integer'),
     (['--config.optim.iterations=-5'], 'optim.iterations=-5'),
     (['--config.optim.optimizer=sgd'], "optim.optimizer='sgd'"),
-    (['--config.optim.learning_rate=0.1'], 'learning_rate'),
+    (['--config.optim.learning_rate=0.1'], '--config.optim.learning_rate: no such config key'),
+    (['--config.optim.lr.ratee=0.1'], 'did you mean optim.lr.rate?'),
+    (['--config=nonexistent_config.py'], 'cannot load the config file'),
     (['--config.batch_size=many'], 'batch_size'),
     (['--config.log.restore_path=/nonexistent/run'], 'log.restore_path=/nonexistent/run'),
 ])

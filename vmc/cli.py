@@ -5,6 +5,7 @@ With no --config the job is vmc.config.get_config(): a small helium run.
 
 from __future__ import annotations
 
+import difflib
 import logging as pylogging
 import os
 import sys
@@ -15,10 +16,40 @@ from ml_collections import config_flags
 from vmc import config as config_lib
 from vmc.errors import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(config_lib.__file__), 'config.py'),
-    'Path to a config file with get_config(); override keys with --config.KEY=VALUE.',
-    lock_config=True)
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(config_lib.__file__), 'config.py')
+_CONFIG = None
+
+
+def _define_config_flag():
+  """Defines --config. ml_collections reads the --config.KEY overrides in sys.argv right
+  here and rejects an unknown key, so that error is turned into one line too."""
+  try:
+    return config_flags.DEFINE_config_file(
+        'config', _DEFAULT_CONFIG,
+        'Path to a config file with get_config(); override keys with --config.KEY=VALUE.',
+        lock_config=True)
+  except (AttributeError, KeyError) as e:
+    print(f'vmc: error: {_unknown_key_message(sys.argv[1:]) or _one_line(str(e))}',
+          file=sys.stderr)
+    sys.exit(2)
+
+
+def _unknown_key_message(args) -> str | None:
+  """Names the first --config.KEY that the default config lacks, with a suggestion."""
+  for arg in args:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].split('=')[0].split('.')
+    node = config_lib.default()
+    for depth, part in enumerate(path):
+      if not hasattr(node, 'keys') or part not in node:
+        siblings = list(node.keys()) if hasattr(node, 'keys') else []
+        close = difflib.get_close_matches(part, siblings, n=1)
+        hint = f" (did you mean {'.'.join(path[:depth] + close[:1])}?)" if close else ''
+        return (f'--config.{".".join(path)}: no such config key{hint}; the keys and their '
+                'defaults are in vmc/config.py')
+      node = node[part]
+  return None
 
 
 def _main(argv):
@@ -51,6 +82,9 @@ def _parse_flags(argv):
   """absl flag parsing, with a bad flag or config key reported on one line (exit 2)."""
   try:
     return flags.FLAGS(argv)
+  except OSError as e:
+    print(f'vmc: error: cannot load the config file: {_one_line(str(e))}', file=sys.stderr)
+    sys.exit(2)
   except flags.Error as e:
     print(f'vmc: error: {_one_line(str(e))} (vmc --helpfull lists the flags; config keys are '
           'in vmc/config.py)', file=sys.stderr)
@@ -65,6 +99,8 @@ def _quiet_libraries(record) -> bool:
 
 
 def main():
+  global _CONFIG
+  _CONFIG = _define_config_flag()
   logging.get_absl_handler().addFilter(_quiet_libraries)
   app.run(_main, flags_parser=_parse_flags)
 
