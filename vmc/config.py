@@ -93,6 +93,16 @@ def default() -> ml_collections.ConfigDict:
           'print_every_seconds': 5.0,
           'stats_ewm_alpha': 0.1,  # weight of the newest step in ewmean/ewvar
       },
+      'distributed': {
+          # 'auto': start jax.distributed when coordinator_address is set or when srun
+          # (SLURM) or mpirun (Open MPI) launched several processes; 'on': always (JAX
+          # detects the cluster); 'off': never.
+          'mode': 'auto',
+          'coordinator_address': '',  # HOST:PORT of process 0; '' = from the launcher
+          'num_processes': placeholder(int),  # None = from the launcher
+          'process_id': placeholder(int),  # None = from the launcher
+          'timeout_seconds': 300,  # to wait at start-up for all processes
+      },
       'debug': {
           'deterministic': False,  # fixed seed (debug.seed, or 23 if unset)
           'seed': placeholder(int),  # explicit seed; else drawn at random and logged
@@ -174,6 +184,9 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
                       "'uhf' or 'rohf'")
   if not 0.0 <= cfg.pretrain.hf_sample_weight <= 1.0:
     raise ConfigError('pretrain.hf_sample_weight must be within [0, 1]')
+  if cfg.distributed.mode not in ('auto', 'on', 'off'):
+    raise ConfigError(f'distributed.mode={cfg.distributed.mode!r} is not known; use auto, on '
+                      'or off')
   lo, hi = cfg.mcmc.target_acceptance
   if not 0 < lo <= hi < 1:
     raise ConfigError('mcmc.target_acceptance must be (low, high) with 0 < low <= high < 1')

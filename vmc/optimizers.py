@@ -145,13 +145,18 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
     # Nothing donated here: the previous state must survive until the guard has run.
     p_sample = parallel.pmap(sample)
     p_guard = parallel.pmap(guard)
+    p_copy = parallel.pmap(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
 
     def kfac_step(previous):
       state, stats, k_update = p_sample(previous)
-      # kfac-jax donates the parameters and optimizer state it is given: pass copies.
+      # kfac-jax donates the parameters and optimizer state it is given: pass copies (made
+      # here: kfac-jax's own copy_obj yields arrays its pmap cannot take on multi-host
+      # runs). Its step counter equals ours (both start at 0 and are rolled back
+      # together); given here, kfac-jax need not read it back from the devices.
+      params, opt_state = p_copy((state.params, state.opt_state))
       params, opt_state, kstats = optimizer.step(
-          optimizer.copy_obj(state.params), optimizer.copy_obj(state.opt_state), k_update,
-          batch=state.walkers.x)
+          params, opt_state, k_update, batch=state.walkers.x,
+          global_step_int=int(parallel.first(previous.step)))
       candidate = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
       state, rejected = p_guard(candidate, previous, kstats['loss'])
       stats = stats._replace(energy=kstats['loss'], variance=kstats['aux'].variance,

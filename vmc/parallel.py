@@ -1,13 +1,28 @@
-"""The one module that knows about devices: axis name, pmap, collectives, sharding.
+"""The one module that knows about devices and processes: pmap axis, collectives, layout.
 
-Arrays that live on devices carry a leading axis of length `local_device_count()`:
-parameters and optimizer state are replicated along it, walkers are split along it.
+Within a process, arrays that live on devices carry a leading axis of length
+`device_count()` (the local devices): parameters and optimizer state are replicated along
+it, walkers are split along it. Across processes (multi-host, `jax.distributed`), the
+pmapped step sees all devices of all processes through the same axis, so every `pmean`
+averages over the global batch. Process 0 is the only one that reads or writes files;
+what it reads reaches the others through `on_main`/`share`, and what the others hold
+reaches it through `gather_batch`.
+
+Global layout: walker rows and RNG keys are ordered by process, then local device, so a
+run's checkpoint does not depend on how its devices were spread over processes.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+from typing import Any, Callable
+
 import jax
 import numpy as np
+from absl import logging
+
+from vmc.errors import ConfigError
 
 AXIS = 'devices'
 
@@ -21,7 +36,104 @@ def pmean(x):
 
 
 def device_count() -> int:
+  """Devices of this process."""
   return jax.local_device_count()
+
+
+def global_device_count() -> int:
+  return jax.device_count()
+
+
+def process_index() -> int:
+  return jax.process_index()
+
+
+def process_count() -> int:
+  return jax.process_count()
+
+
+def is_main() -> bool:
+  """True on the process that writes statistics and checkpoints (process 0)."""
+  return jax.process_index() == 0
+
+
+# ----------------------------------------------------------------------------------------
+# Start-up of a multi-process run.
+
+
+def _launched_processes() -> tuple[int, str] | None:
+  """(process count, launcher) when a cluster launcher started this as one of several."""
+  slurm_tasks = os.environ.get('SLURM_STEP_NUM_TASKS') or os.environ.get('SLURM_NTASKS')
+  slurm_keys = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_PROCID', 'SLURM_LOCALID')
+  if slurm_tasks and all(k in os.environ for k in slurm_keys) and int(slurm_tasks) > 1:
+    return int(slurm_tasks), 'SLURM'
+  ompi = os.environ.get('OMPI_COMM_WORLD_SIZE')
+  if ompi and int(ompi) > 1:
+    return int(ompi), 'Open MPI'
+  return None
+
+
+def initialize(dist) -> None:
+  """Starts jax.distributed when this run is one of several processes.
+
+  dist: the `distributed` config. mode 'auto' initializes when coordinator_address is set
+  or a launcher (SLURM srun, Open MPI mpirun) started several processes; 'on' always
+  (JAX detects the cluster); 'off' never. Explicit keys override what JAX detects. Must run
+  before any JAX computation; a second call is a no-op.
+  """
+  if jax.distributed.is_initialized():
+    return
+  launched = _launched_processes()
+  if dist.mode == 'off' or (dist.mode == 'auto' and not dist.coordinator_address
+                            and launched is None):
+    return
+  kwargs = dict(coordinator_address=dist.coordinator_address or None,
+                num_processes=dist.num_processes, process_id=dist.process_id,
+                initialization_timeout=int(dist.timeout_seconds))
+  source = 'config' if dist.coordinator_address else (launched[1] if launched else 'JAX')
+  logging.info('starting jax.distributed (%s); waiting up to %d s for all processes',
+               source, dist.timeout_seconds)
+  # CPU-only hosts need an implementation of cross-process collectives; GPUs use NCCL.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f'cannot start a multi-process run: {_one_line(e)}; set '
+                      'distributed.coordinator_address=HOST:PORT, distributed.num_processes '
+                      'and distributed.process_id, or launch with srun/mpirun') from None
+  except Exception as e:  # the coordinator is unreachable or a process never arrived
+    raise ConfigError(
+        f'jax.distributed did not start ({_one_line(e)[:300]}); check that all processes '
+        'were launched with the same coordinator address and that its port is reachable'
+        ) from None
+  if not is_main():  # one log for the run: the other processes report warnings only
+    logging.set_verbosity(logging.WARNING)
+
+
+def _one_line(e: Exception) -> str:
+  return ' '.join(str(e).split()) or type(e).__name__
+
+
+def check_layout(batch_size: int) -> None:
+  """Raises ConfigError unless the global batch splits evenly over all devices."""
+  n_global, n_local = global_device_count(), device_count()
+  if n_global != n_local * process_count():
+    raise ConfigError(f'processes have different device counts ({n_global} devices over '
+                      f'{process_count()} processes); give every process the same number')
+  if batch_size % n_global:
+    raise ConfigError(f'batch_size={batch_size} does not divide over {n_global} devices; '
+                      f'use a multiple of {n_global}')
+
+
+def describe(batch_size: int) -> str:
+  return (f'{process_count()} process{"es" if process_count() > 1 else ""}, '
+          f'{global_device_count()} {jax.default_backend()} devices '
+          f'({device_count()} per process), {batch_size // global_device_count()} walkers '
+          'per device')
+
+
+# ----------------------------------------------------------------------------------------
+# Host arrays <-> device arrays of this process.
 
 
 def replicate(tree):
@@ -55,3 +167,62 @@ def split_keys(key, n: int | None = None):
   """One independent key per local device."""
   return jax.random.split(key, n or device_count())
 
+
+def local_part(x: np.ndarray) -> np.ndarray:
+  """This process's rows of a global array ordered by process (walkers, per-device keys)."""
+  x = np.asarray(x)
+  n = len(x) // process_count()
+  return x[process_index() * n:(process_index() + 1) * n]
+
+
+# ----------------------------------------------------------------------------------------
+# Between processes (each a no-op in a single-process run). Every process must call these
+# at the same point: they are collectives.
+
+
+def gather_batch(x: np.ndarray) -> np.ndarray:
+  """Concatenates the leading axis of a host array over all processes, in process order."""
+  if process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True))
+
+
+def any_process(flags) -> np.ndarray:
+  """Element-wise OR of boolean flags over all processes (e.g. stop, checkpoint now)."""
+  flags = np.asarray(flags, np.int32)
+  if process_count() == 1:
+    return flags.astype(bool)
+  return gather_batch(flags[None]).max(axis=0).astype(bool)
+
+
+def share(obj: Any) -> Any:
+  """Process 0's `obj` (any picklable value) on every process; the others pass anything."""
+  if process_count() == 1:
+    return obj
+  from jax.experimental import multihost_utils
+  data = np.frombuffer(pickle.dumps(obj), np.uint8) if is_main() else np.zeros(0, np.uint8)
+  size = int(multihost_utils.broadcast_one_to_all(np.int64(data.size)))
+  if not is_main():
+    data = np.zeros(size, np.uint8)
+  data = multihost_utils.broadcast_one_to_all(data)
+  return pickle.loads(np.asarray(data).tobytes())
+
+
+def on_main(fn: Callable[[], Any]) -> Any:
+  """Runs fn (file reads, SCF, ...) on process 0 only; every process gets its result.
+
+  A ConfigError raised by fn is raised on every process, so that all stop together.
+  """
+  if process_count() == 1:
+    return fn()
+  outcome = None
+  if is_main():
+    try:
+      outcome = ('ok', fn())
+    except ConfigError as e:
+      outcome = ('error', str(e))
+  kind, value = share(outcome)
+  if kind == 'error':
+    raise ConfigError(value)
+  return value

@@ -78,10 +78,23 @@ def check_basis(system: systems.System, basis: str) -> None:
 
 def hartree_fock(system: systems.System, basis: str, open_shell: str = 'uhf',
                  cache_dir: str | None = None) -> HartreeFock:
-  """Runs (or loads from `cache_dir`) RHF for closed shells, UHF/ROHF for open shells."""
-  from pyscf import scf
+  """RHF for closed shells, UHF/ROHF for open shells, loaded from `cache_dir` if there.
+
+  In a multi-process run, process 0 solves (and caches) and the others receive its
+  orbitals, so every process fits the same targets.
+  """
   mol = _molecule(system, basis)
   method = 'RHF' if system.spin == 0 else open_shell.upper()
+  if method not in ('RHF', 'UHF', 'ROHF'):
+    raise ConfigError(f"pretrain.open_shell={open_shell!r} is not known; use 'uhf' or 'rohf'")
+  mo_coeff, energy = parallel.on_main(
+      lambda: _solve_or_load(mol, system.name, basis, method, cache_dir))
+  return HartreeFock(mol, mo_coeff, energy, method, tuple(system.electrons))
+
+
+def _solve_or_load(mol, name: str, basis: str, method: str, cache_dir: str | None):
+  """(mo_coeff (2, n_ao, n_mo), energy) from the cache in cache_dir, else from PySCF."""
+  from pyscf import scf
   cache = os.path.join(cache_dir, _CACHE) if cache_dir else None
   if cache and os.path.exists(cache):
     with np.load(cache) as data:
@@ -89,11 +102,8 @@ def hartree_fock(system: systems.System, basis: str, open_shell: str = 'uhf',
           data['mo_coeff'].shape[1] == mol.nao):
         logging.info('Hartree-Fock orbitals loaded from %s (%s/%s, E = %.6f Ha)', cache,
                      method, basis, float(data['energy']))
-        return HartreeFock(mol, data['mo_coeff'], float(data['energy']), method,
-                           tuple(system.electrons))
-  solver = {'RHF': scf.RHF, 'UHF': scf.UHF, 'ROHF': scf.ROHF}.get(method)
-  if solver is None:
-    raise ConfigError(f"pretrain.open_shell={open_shell!r} is not known; use 'uhf' or 'rohf'")
+        return np.asarray(data['mo_coeff']), float(data['energy'])
+  solver = {'RHF': scf.RHF, 'UHF': scf.UHF, 'ROHF': scf.ROHF}[method]
   t0 = time.time()
   mf = solver(mol)
   energy = float(mf.kernel())
@@ -102,7 +112,7 @@ def hartree_fock(system: systems.System, basis: str, open_shell: str = 'uhf',
     energy = float(mf.kernel())
   if not mf.converged:
     raise ConfigError(
-        f'PySCF {method}/{basis} did not converge for {system.name}; try another '
+        f'PySCF {method}/{basis} did not converge for {name}; try another '
         "pretrain.basis, pretrain.open_shell='rohf', or pretrain.method='none'")
   mo = np.asarray(mf.mo_coeff)
   mo_coeff = np.stack([mo, mo]) if mo.ndim == 2 else mo
@@ -113,7 +123,7 @@ def hartree_fock(system: systems.System, basis: str, open_shell: str = 'uhf',
     tmp = cache + '.tmp.npz'
     np.savez(tmp, mo_coeff=mo_coeff, energy=energy, basis=basis, method=method)
     os.replace(tmp, cache)
-  return HartreeFock(mol, mo_coeff, energy, method, tuple(system.electrons))
+  return mo_coeff, energy
 
 
 def make_hf_callback(hf: HartreeFock) -> Callable:
@@ -199,8 +209,8 @@ def run(state, network, batch_logabs, hf: HartreeFock, cfg: ml_collections.Confi
   key = state.key
   progress = writers.Progress(n, cfg.log.print_every_seconds, label='pretrain')
   t_start = time.time()
-  with writers.CsvWriter(os.path.join(save_path, 'pretrain_stats.csv'),
-                         PRETRAIN_COLUMNS) as out:
+  with writers.CsvWriter(os.path.join(save_path, 'pretrain_stats.csv'), PRETRAIN_COLUMNS,
+                         enabled=parallel.is_main()) as out:
     for t in range(n):
       key, sub = _split(key)
       used_width = width

@@ -62,15 +62,18 @@ def build(spec: Spec):
 
 
 def init_state(spec: Spec, network, batch_logabs, trainer, key) -> optimizers.TrainState:
-  """Parameters, walkers and sampler state; opt_state is added by `with_opt_state`."""
+  """Parameters, walkers and sampler state; opt_state is added by `with_opt_state`.
+
+  `key` must be the same on every process (parameters are drawn from it); each process
+  draws its own walkers and per-device RNG streams from it folded with its index.
+  """
   cfg, system = spec.cfg, spec.system
-  n_dev = parallel.device_count()
-  if cfg.batch_size % n_dev:
-    raise ConfigError(f'batch_size={cfg.batch_size} does not divide over {n_dev} devices; '
-                      f'use a multiple of {n_dev}')
+  parallel.check_layout(cfg.batch_size)
   k_params, k_walkers, k_run = jax.random.split(key, 3)
   params = network.init(k_params)
-  x = mcmc.init_positions(k_walkers, system, cfg.batch_size, cfg.mcmc.init_width)
+  me = parallel.process_index()
+  x = mcmc.init_positions(jax.random.fold_in(k_walkers, me), system,
+                          cfg.batch_size // parallel.process_count(), cfg.mcmc.init_width)
   x = parallel.shard(x)
   params = parallel.replicate(params)
   logabs = parallel.pmap(batch_logabs)(params, x)
@@ -79,7 +82,7 @@ def init_state(spec: Spec, network, batch_logabs, trainer, key) -> optimizers.Tr
       params=params, opt_state=None, walkers=walkers,
       width=parallel.replicate(jnp.asarray(cfg.mcmc.move_width, jnp.float32)),
       acceptance_sum=parallel.replicate(jnp.zeros((), jnp.float32)),
-      key=parallel.split_keys(k_run),
+      key=parallel.split_keys(jax.random.fold_in(k_run, me)),
       step=parallel.replicate(jnp.zeros((), jnp.int32)))
 
 
@@ -93,22 +96,29 @@ _REPLICATED = ('params', 'opt_state', 'width', 'acceptance_sum', 'step')
 _RESIZABLE = ('walkers', 'key')  # batch size and device count may change between runs
 
 
-def to_host(state: optimizers.TrainState) -> dict:
-  """Checkpoint fields: one copy of replicated state, all walkers, every device's key."""
+def to_host(state: optimizers.TrainState, gather: bool = True) -> dict:
+  """Checkpoint fields: one copy of replicated state, all walkers, every device's key.
+
+  With gather (a collective: every process must call it), walkers and keys are those of
+  all processes in process order; without, this process's only (enough for a template).
+  """
   fields = {name: parallel.first(getattr(state, name)) for name in _REPLICATED}
-  fields['walkers'] = mcmc.Walkers(parallel.unshard(state.walkers.x),
-                                   parallel.unshard(state.walkers.logabs))
-  fields['key'] = np.asarray(jax.device_get(state.key))
+  walkers = (parallel.unshard(state.walkers.x), parallel.unshard(state.walkers.logabs))
+  keys = np.asarray(jax.device_get(state.key))
+  if gather:
+    walkers = tuple(parallel.gather_batch(w) for w in walkers)
+    keys = parallel.gather_batch(keys)
+  fields['walkers'] = mcmc.Walkers(*walkers)
+  fields['key'] = keys
   return fields
 
 
-def from_host(fields: dict, template: optimizers.TrainState,
-              batch_size: int) -> tuple[optimizers.TrainState, str | None]:
-  """Inverse of `to_host` for this run's devices and batch size.
+def fit_fields(fields: dict, batch_size: int, n_devices: int) -> tuple[dict, str | None]:
+  """Adapts checkpoint fields to a run's global batch size and device count, on the host.
 
   Walkers from a checkpoint with another batch size are trimmed or resampled (then need a
   burn-in); keys for another device count are split from the first stored key. Returns
-  (state, a note on what was adapted or None).
+  (fields, a note on what was adapted or None).
   """
   note = []
   x = fields['walkers'].x
@@ -122,21 +132,30 @@ def from_host(fields: dict, template: optimizers.TrainState,
       note.append(f'walkers resampled from {len(fields["walkers"].x)} to {batch_size} '
                   '(burn-in follows)')
   keys = fields['key']
-  if keys.shape != np.shape(template.key):
-    keys = np.asarray(jax.random.split(keys[0], parallel.device_count()))
+  if len(keys) != n_devices:
+    keys = np.asarray(jax.random.split(keys[0], n_devices))
     note.append('RNG keys re-split for this device count')
-  state = template._replace(
-      walkers=mcmc.Walkers(parallel.shard(x), parallel.shard(np.zeros(len(x), np.float32))),
-      key=keys, **{name: parallel.replicate(fields[name]) for name in _REPLICATED})
-  return state, '; '.join(note) or None
+  fields = dict(fields, walkers=mcmc.Walkers(x, np.zeros(len(x), np.float32)), key=keys)
+  return fields, '; '.join(note) or None
 
 
-def restore(path: str, template: optimizers.TrainState, batch_size: int):
+def from_host(fields: dict, template: optimizers.TrainState) -> optimizers.TrainState:
+  """Inverse of `to_host` (after `fit_fields`): this process's part, on its devices.
+
+  Walkers' log|psi| is left at zero: every step recomputes it for the current parameters.
+  """
+  return template._replace(
+      walkers=mcmc.Walkers(*(parallel.shard(parallel.local_part(a)) for a in fields['walkers'])),
+      key=parallel.local_part(fields['key']),
+      **{name: parallel.replicate(fields[name]) for name in _REPLICATED})
+
+
+def load_fields(path: str, templates: dict, batch_size: int, n_devices: int):
   """Loads the newest readable checkpoint from a run folder or a ckpt_*.npz file.
 
-  Returns (state, path, note); raises ConfigError with the fix if nothing can be loaded.
+  Host only (process 0). Returns (fields fitted to the run, path, note); raises
+  ConfigError with the fix if nothing can be loaded.
   """
-  templates = to_host(template)
   try:
     if os.path.isdir(path):
       step, fields, path = checkpoint.load_latest(path, templates, resizable=_RESIZABLE)
@@ -148,8 +167,8 @@ def restore(path: str, template: optimizers.TrainState, batch_size: int):
   except checkpoint.CheckpointError as e:
     raise ConfigError(f'cannot restore: {e}; point log.restore_path at a run of the same '
                       'network, or start a new run') from None
-  state, note = from_host(fields, template, batch_size)
-  return state, path, note
+  fields, note = fit_fields(fields, batch_size, n_devices)
+  return fields, path, note
 
 
 class RunAborted(RuntimeError):
@@ -189,45 +208,56 @@ def run(spec: Spec) -> RunResult:
 
   A save_path that holds checkpoints is resumed from its newest readable one; otherwise
   the run starts from log.restore_path if given, else from scratch (pretraining,
-  burn-in). Everything that can fail on bad input runs before anything is written.
+  burn-in). Everything that can fail on bad input runs before anything is written. In a
+  multi-process run every process calls this; process 0 alone reads and writes files.
   """
   cfg, system = spec.cfg, spec.system
-  save_path = cfg.log.save_path or default_save_path(system.name)
-  seed = seed_of(cfg)
+  parallel.initialize(cfg.distributed)
+  seed, save_path = parallel.share(
+      (seed_of(cfg), cfg.log.save_path or default_save_path(system.name)))
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin)
   network, batch_logabs, trainer = build(spec)
   state = init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(seed))
+  template = with_opt_state(state, trainer)
+  n_devices = parallel.global_device_count()
 
-  resume_from = save_path if checkpoint.list_checkpoints(save_path) else cfg.log.restore_path
-  resumed = bool(resume_from)
-  if resumed:
-    state, ckpt_path, note = restore(resume_from, with_opt_state(state, trainer),
-                                     cfg.batch_size)
-    logging.info('%s from %s at step %d%s',
-                 'resuming' if resume_from == save_path else 'starting', ckpt_path,
-                 int(parallel.first(state.step)), f' ({note})' if note else '')
-    needs_burn_in = note is not None and 'resampled' in note
-  else:
-    needs_burn_in = True
+  def inspect_disk():
+    """What to start from (process 0): (checkpoint fields or None, path, note)."""
+    resume_from = save_path if checkpoint.list_checkpoints(save_path) else cfg.log.restore_path
+    if resume_from:
+      fields, path, note = load_fields(resume_from, to_host(template, gather=False),
+                                       cfg.batch_size, n_devices)
+      verb = 'resuming' if resume_from == save_path else 'starting'
+      return fields, f'{verb} from {path}', note
     if os.path.exists(os.path.join(save_path, 'train_stats.csv')):
       raise ConfigError(
           f'log.save_path={save_path} holds train_stats.csv but no checkpoint to resume '
           'from; choose a new log.save_path')
+    if cfg.pretrain.method == 'hf':
+      pretrain.check_basis(system, cfg.pretrain.basis)
+    return None, None, None
+
+  fields, origin, note = parallel.on_main(inspect_disk)
+  resumed = fields is not None
+  if resumed:
+    state = from_host(fields, template)
+    logging.info('%s at step %d%s', origin, int(parallel.first(state.step)),
+                 f' ({note})' if note else '')
+  needs_burn_in = not resumed or (note is not None and 'resampled' in note)
   pretraining = cfg.pretrain.method == 'hf' and not resumed
-  if pretraining:
-    pretrain.check_basis(system, cfg.pretrain.basis)
   # Everything that can fail on bad input has run: only now is anything written.
-  os.makedirs(save_path, exist_ok=True)
+  config_json = cfg.to_json_best_effort(indent=2)
+  if parallel.is_main():
+    os.makedirs(save_path, exist_ok=True)
+    with open(os.path.join(save_path, 'config.json'), 'w') as f:
+      f.write(config_json + '\n')
   logging.info('seed %d (rerun with --config.debug.seed=%d); output in %s', seed, seed,
                save_path)
-  config_json = cfg.to_json_best_effort(indent=2)
-  with open(os.path.join(save_path, 'config.json'), 'w') as f:
-    f.write(config_json + '\n')
   n_params = networks.count_parameters(parallel.first(state.params))
-  logging.info('network %s: %d parameters; optimizer %s; %d devices, %d walkers each',
-               cfg.network.network_type, n_params, cfg.optim.optimizer,
-               parallel.device_count(), cfg.batch_size // parallel.device_count())
+  logging.info('network %s: %d parameters; optimizer %s', cfg.network.network_type,
+               n_params, cfg.optim.optimizer)
+  logging.info('parallelism: %s', parallel.describe(cfg.batch_size))
 
   hf = None
   if pretraining:
@@ -248,20 +278,29 @@ def run(spec: Spec) -> RunResult:
   return _loop(spec, state, trainer, save_path, config_json, hf)
 
 
+def _save(save_path: str, step: int, state, config_json: str, keep: int) -> str:
+  """Checkpoint of all processes' state, written by process 0 (a collective)."""
+  fields = to_host(state)
+  if parallel.is_main():
+    checkpoint.save(save_path, step, fields, config_json)
+    checkpoint.prune(save_path, keep)
+  return checkpoint.path_for(save_path, step)
+
+
 def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
   """Iterations from the state's step to optim.iterations, with all the hooks."""
   cfg = spec.cfg
+  main = parallel.is_main()
   first_step = int(parallel.first(state.step))
   total = int(cfg.optim.iterations)
+  stats_path = os.path.join(save_path, 'train_stats.csv')
+  # Rows past the checkpoint would be written again: drop them, keep all earlier ones.
+  previous = parallel.on_main(lambda: writers.truncate_csv(stats_path, first_step))
   if first_step >= total:
     logging.info('the run in %s is complete at step %d; raise optim.iterations to continue',
                  save_path, first_step)
-    stats = writers.truncate_csv(os.path.join(save_path, 'train_stats.csv'), first_step)
     return RunResult(save_path=save_path, steps=first_step,
-                     energies=np.asarray(stats.get('energy', [])), final_state=state)
-  stats_path = os.path.join(save_path, 'train_stats.csv')
-  # Rows past the checkpoint would be written again: drop them, keep all earlier ones.
-  previous = writers.truncate_csv(stats_path, first_step)
+                     energies=np.asarray(previous.get('energy', [])), final_state=state)
   moments = writers.ExponentialMoments(cfg.log.stats_ewm_alpha)
   for e in previous.get('energy', []):
     moments.update(e)
@@ -273,8 +312,9 @@ def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
   last_save = time.monotonic()
   bad_in_a_row = 0
   step = first_step
-  with writers.CsvWriter(stats_path, writers.TRAIN_COLUMNS) as csv_out, \
-      _SignalFlag() as stop:
+  stopped = False
+  with writers.CsvWriter(stats_path, writers.TRAIN_COLUMNS, enabled=main) as csv_out, \
+      _SignalFlag() as signal_flag:
     for t in range(first_step, total):
       state, stats = trainer.step(state)
       stats = {k: float(v) for k, v in parallel.first(stats._asdict()).items()}
@@ -286,13 +326,13 @@ def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
                  wall_time=time_offset + time.time() - t_start)
       csv_out.write(row)
       energies.append(stats['energy'])
-      if stats['rejected']:
+      if stats['rejected']:  # the same on every process: the statistics are all-reduced
         bad_in_a_row += 1
         logging.warning('step %d rejected: non-finite energy or parameters (%d in a row); '
                         'parameters and walkers kept from the step before', t, bad_in_a_row)
         if bad_in_a_row >= cfg.debug.max_bad_steps:
           csv_out.close()
-          last = checkpoint.list_checkpoints(save_path)
+          last = checkpoint.list_checkpoints(save_path) if main else []
           raise RunAborted(
               f'{bad_in_a_row} non-finite steps in a row at step {t}; stopped. Last good '
               f'checkpoint: {last[-1][1] if last else "none"}. Lower optim.lr.rate or raise '
@@ -302,19 +342,23 @@ def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
       progress.update(t, f'E={row["energy"]:.6f} Ha  ewmean={ewmean:.6f}  '
                       f'var={row["variance"]:.4f}  pmove={row["pmove"]:.2f}  '
                       f'width={row["move_width"]:.3f}')
-      if stop.signum is not None:
+      # Every process must take the same decisions: a signal or a due checkpoint on any
+      # one of them counts for all.
+      stopped, save_due = parallel.any_process(
+          [signal_flag.signum is not None, time.monotonic() - last_save > save_every])
+      if stopped:
         break
-      if time.monotonic() - last_save > save_every and step < total:
+      if save_due and step < total:
         csv_out.flush()
-        checkpoint.save(save_path, step, to_host(state), config_json)
-        checkpoint.prune(save_path, cfg.log.keep)
+        _save(save_path, step, state, config_json, cfg.log.keep)
         last_save = time.monotonic()
-  path = checkpoint.save(save_path, step, to_host(state), config_json)
-  checkpoint.prune(save_path, cfg.log.keep)
-  if stop.signum is not None and step < total:
+  path = _save(save_path, step, state, config_json, cfg.log.keep)
+  if stopped and step < total:
+    cause = (signal.Signals(signal_flag.signum).name if signal_flag.signum is not None
+             else 'a signal to another process')
     logging.warning('stopped by %s after step %d of %d; checkpoint %s. Run the same command '
-                    'again to continue.', signal.Signals(stop.signum).name, step, total, path)
-  else:
+                    'again to continue.', cause, step, total, path)
+  elif main:
     logging.info('checkpoint %s', path)
     summarize(spec, np.asarray(energies), save_path, hf.energy if hf else None)
   return RunResult(save_path=save_path, steps=step, energies=np.asarray(energies),

@@ -42,12 +42,17 @@ class CsvWriter:
   """Appends rows to a CSV file; writes the header only when the file is new or empty.
 
   Rows reach the OS at once and the disk every `flush_seconds`, so even a machine crash
-  loses at most that much.
+  loses at most that much. With enabled=False (processes other than 0 of a multi-process
+  run) nothing is opened or written.
   """
 
-  def __init__(self, path: str, columns: Sequence[str], flush_seconds: float = 10.0):
+  def __init__(self, path: str, columns: Sequence[str], flush_seconds: float = 10.0,
+               enabled: bool = True):
     self.path = path
     self.columns = tuple(columns)
+    self.enabled = enabled
+    if not enabled:
+      return
     new = not os.path.exists(path) or os.path.getsize(path) == 0
     self._file = open(path, 'a', newline='')
     self._writer = csv.writer(self._file)
@@ -58,6 +63,8 @@ class CsvWriter:
     self._last_flush = time.monotonic()
 
   def write(self, row: dict) -> None:
+    if not self.enabled:
+      return
     self._writer.writerow([_format(row[c]) for c in self.columns])
     self._file.flush()  # to the OS at every row; to the disk (fsync) every flush_seconds
     now = time.monotonic()
@@ -66,11 +73,13 @@ class CsvWriter:
       self._last_flush = now
 
   def flush(self) -> None:
+    if not self.enabled:
+      return
     self._file.flush()
     os.fsync(self._file.fileno())
 
   def close(self) -> None:
-    if not self._file.closed:
+    if self.enabled and not self._file.closed:
       self.flush()
       self._file.close()
 
