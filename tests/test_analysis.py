@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from vmc import analysis
 
@@ -19,3 +20,12 @@ def test_read_stats(tmp_path):
   (tmp_path / 'train_stats.csv').write_text('step,energy\n0,-1.5\n1,-1.75\n')
   stats = analysis.read_stats(str(tmp_path))
   np.testing.assert_array_equal(stats['energy'], [-1.5, -1.75])
+
+
+def test_seconds_per_iteration_ignores_compilation_and_restarts():
+  wall = np.cumsum(np.r_[30.0, np.full(99, 0.25)])  # 30 s compile, then 0.25 s/it
+  wall[60:] += 40.0  # a restart: compile again
+  assert analysis.seconds_per_iteration({'wall_time': wall}) == 0.25
+  assert analysis.seconds_per_iteration({'wall_time': wall}, skip=0) == 0.25
+  with pytest.raises(ValueError, match='need more than 11 iterations'):
+    analysis.seconds_per_iteration({'wall_time': wall[:5]})

@@ -226,3 +226,19 @@ def test_processes_started_by_slurm_find_each_other_from_its_environment(tmp_pat
     np.testing.assert_array_equal(a, b)
   assert _outputs(tmp_path / 'host1') == []
   assert 'train_stats.csv' in _outputs(tmp_path / 'host0' / 'run')
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--config.distributed.process_id=0'], 'Number of processes must be defined'),
+    (['--config.distributed.num_processes=2', '--config.distributed.process_id=2'],
+     'process_id < num_processes'),
+])
+def test_incomplete_multi_process_settings_are_one_line_errors(tmp_path, flags, message):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'vmc', '--config.distributed.coordinator_address=127.0.0.1:1',
+       f'--config.log.save_path={tmp_path / "run"}'] + flags,
+      env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  line, = [l for l in proc.stderr.splitlines() if l.startswith('vmc: error:')]
+  assert 'cannot start a multi-process run' in line and message in line
+  assert not (tmp_path / 'run').exists()

@@ -141,3 +141,30 @@ def test_restore_path_continues_from_checkpoint(tmp_path, make_tiny_config):
   with pytest.raises(train.ConfigError, match='different network'):
     _run(cfg, tmp_path, 'third')
   assert not (tmp_path / 'third').exists()
+
+
+def test_restore_path_from_another_optimizer_takes_all_but_its_state(tmp_path,
+                                                                     make_tiny_config):
+  cfg = make_tiny_config('He', 'kfac')
+  cfg.optim.iterations = 4
+  trained = _run(cfg, tmp_path, 'kfac')
+  # Sampling the trained wavefunction (evaluation): kfac's state is not needed.
+  cfg = make_tiny_config('He', 'none')
+  cfg.optim.iterations = 7
+  cfg.log.restore_path = trained.save_path
+  frozen = _run(cfg, tmp_path, 'none')
+  assert [int(r['step']) for r in _rows(frozen.save_path)] == [4, 5, 6]
+  for a, b in zip(jax.tree_util.tree_leaves(parallel.first(trained.final_state.params)),
+                  jax.tree_util.tree_leaves(parallel.first(frozen.final_state.params))):
+    np.testing.assert_array_equal(a, b)
+  # And back to KFAC, with a fresh optimizer state for the restored parameters.
+  cfg = make_tiny_config('He', 'kfac')
+  cfg.optim.iterations = 9
+  cfg.log.restore_path = frozen.save_path
+  again = _run(cfg, tmp_path, 'kfac_again')
+  assert np.all(np.isfinite(again.energies)) and len(again.energies) == 2
+  # Resuming a run's own folder stays strict: another optimizer there is an error.
+  cfg = make_tiny_config('He', 'adam')
+  cfg.optim.iterations = 9
+  with pytest.raises(train.ConfigError, match='different network or optimizer'):
+    _run(cfg, tmp_path, 'kfac')

@@ -32,3 +32,15 @@ def iterations_to_reach(energies: np.ndarray, reference: float, threshold: float
   m = moving_mean(energies, window)
   hits = np.nonzero(np.abs(m - reference) <= threshold)[0]
   return int(hits[0]) + window if len(hits) else None
+
+
+def seconds_per_iteration(stats: dict[str, np.ndarray], skip: int = 10) -> float:
+  """Median wall-clock seconds per iteration from a run's `wall_time` column.
+
+  The first `skip` iterations (compilation) are left out; the median also ignores the
+  rare slow iterations of checkpoint writes and of compilation after a restart.
+  """
+  wall = np.asarray(stats['wall_time'])[skip:]
+  if len(wall) < 2:
+    raise ValueError(f'need more than {skip + 1} iterations to time a run, have {skip + len(wall)}')
+  return float(np.median(np.diff(wall)))

@@ -77,11 +77,13 @@ def prune(directory: str, keep: int) -> None:
     os.remove(path)
 
 
-def load(path: str, templates: dict, resizable: tuple[str, ...] = ()) -> tuple[int, dict]:
+def load(path: str, templates: dict, resizable: tuple[str, ...] = (),
+         optional: tuple[str, ...] = ()) -> tuple[int, dict]:
   """Returns (step, {field: pytree}) shaped like `templates`.
 
   Leaves of fields in `resizable` may differ in their leading dimension (the caller
-  adapts them); every other shape must match the template exactly.
+  adapts them); every other shape must match the template exactly. A field in `optional`
+  that does not match (e.g. the state of another optimizer) is left out of the result.
   """
   try:
     with np.load(path, allow_pickle=False) as data:
@@ -92,6 +94,8 @@ def load(path: str, templates: dict, resizable: tuple[str, ...] = ()) -> tuple[i
       for name, template in templates.items():
         leaves, treedef = jax.tree_util.tree_flatten(template)
         stored = sorted(k for k in data.files if k.startswith(name + '/'))
+        if name in optional and not _matches(data, stored, leaves):
+          continue
         if len(stored) != len(leaves):
           raise CheckpointError(
               f'{path} holds {len(stored)} arrays of {name}, this run needs {len(leaves)}: '
@@ -113,7 +117,13 @@ def load(path: str, templates: dict, resizable: tuple[str, ...] = ()) -> tuple[i
   return header['step'], out
 
 
-def load_latest(directory: str, templates: dict, resizable: tuple[str, ...] = ()):
+def _matches(data, stored: list[str], leaves: list) -> bool:
+  return len(stored) == len(leaves) and all(
+      data[k].shape == np.shape(ref) for k, ref in zip(stored, leaves))
+
+
+def load_latest(directory: str, templates: dict, resizable: tuple[str, ...] = (),
+                optional: tuple[str, ...] = ()):
   """Loads the newest readable checkpoint, falling back past corrupt ones.
 
   Returns (step, fields, path). Raises CheckpointError if none is readable; a checkpoint
@@ -124,7 +134,7 @@ def load_latest(directory: str, templates: dict, resizable: tuple[str, ...] = ()
     raise CheckpointError(f'{directory} holds no ckpt_*.npz')
   for step, path in reversed(found):
     try:
-      got_step, fields = load(path, templates, resizable)
+      got_step, fields = load(path, templates, resizable, optional)
       return got_step, fields, path
     except CheckpointError as e:
       if 'unreadable' not in str(e):

@@ -150,17 +150,16 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
     def kfac_step(previous):
       state, stats, k_update = p_sample(previous)
       # kfac-jax donates the parameters and optimizer state it is given: pass copies (made
-      # here: kfac-jax's own copy_obj yields arrays its pmap cannot take on multi-host
-      # runs). Its step counter equals ours (both start at 0 and are rolled back
-      # together); given here, kfac-jax need not read it back from the devices.
+      # here: kfac-jax's own copy_obj yields arrays that its pmap cannot take on
+      # multi-host runs, and so does its read-back of its step counter, done here too).
+      kfac_step_int = int(parallel.first(state.opt_state.step_counter))
       params, opt_state = p_copy((state.params, state.opt_state))
       params, opt_state, kstats = optimizer.step(
-          params, opt_state, k_update, batch=state.walkers.x,
-          global_step_int=int(parallel.first(previous.step)))
+          params, opt_state, k_update, batch=state.walkers.x, global_step_int=kfac_step_int)
       candidate = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
       state, rejected = p_guard(candidate, previous, kstats['loss'])
       stats = stats._replace(energy=kstats['loss'], variance=kstats['aux'].variance,
-                             rejected=rejected)
+                             learning_rate=kstats['learning_rate'], rejected=rejected)
       return state, stats
 
     return Trainer(init_opt_state=optimizer.init, step=kfac_step, burn_in=p_burn_in)

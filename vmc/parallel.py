@@ -91,8 +91,9 @@ def initialize(dist) -> None:
                 num_processes=dist.num_processes, process_id=dist.process_id,
                 initialization_timeout=int(dist.timeout_seconds))
   source = 'config' if dist.coordinator_address else (launched[1] if launched else 'JAX')
-  logging.info('starting jax.distributed (%s); waiting up to %d s for all processes',
-               source, dist.timeout_seconds)
+  logging.info('starting jax.distributed (%s); waiting up to %d s for all processes (if '
+               'some never start, JAX ends this one with DEADLINE_EXCEEDED)', source,
+               dist.timeout_seconds)
   # CPU-only hosts need an implementation of cross-process collectives; GPUs use NCCL.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   try:

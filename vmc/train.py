@@ -147,20 +147,23 @@ def from_host(fields: dict, template: optimizers.TrainState) -> optimizers.Train
   return template._replace(
       walkers=mcmc.Walkers(*(parallel.shard(parallel.local_part(a)) for a in fields['walkers'])),
       key=parallel.local_part(fields['key']),
-      **{name: parallel.replicate(fields[name]) for name in _REPLICATED})
+      **{name: parallel.replicate(fields[name]) for name in _REPLICATED if name in fields})
 
 
-def load_fields(path: str, templates: dict, batch_size: int, n_devices: int):
+def load_fields(path: str, templates: dict, batch_size: int, n_devices: int,
+                resume: bool = True):
   """Loads the newest readable checkpoint from a run folder or a ckpt_*.npz file.
 
   Host only (process 0). Returns (fields fitted to the run, path, note); raises
-  ConfigError with the fix if nothing can be loaded.
+  ConfigError with the fix if nothing can be loaded. Unless `resume` (the run's own
+  folder), a checkpoint of another optimizer gives everything but its optimizer state.
   """
+  optional = () if resume else ('opt_state',)
   try:
     if os.path.isdir(path):
-      step, fields, path = checkpoint.load_latest(path, templates, resizable=_RESIZABLE)
+      step, fields, path = checkpoint.load_latest(path, templates, _RESIZABLE, optional)
     elif os.path.isfile(path):
-      step, fields = checkpoint.load(path, templates, resizable=_RESIZABLE)
+      step, fields = checkpoint.load(path, templates, _RESIZABLE, optional)
     else:
       raise ConfigError(f'log.restore_path={path} does not exist; give a run folder or a '
                         'ckpt_*.npz file')
@@ -168,6 +171,9 @@ def load_fields(path: str, templates: dict, batch_size: int, n_devices: int):
     raise ConfigError(f'cannot restore: {e}; point log.restore_path at a run of the same '
                       'network, or start a new run') from None
   fields, note = fit_fields(fields, batch_size, n_devices)
+  if 'opt_state' not in fields:
+    note = '; '.join(filter(None, [note, 'optimizer state of another optimizer: not restored, '
+                                   'initialized afresh']))
   return fields, path, note
 
 
@@ -227,7 +233,8 @@ def run(spec: Spec) -> RunResult:
     resume_from = save_path if checkpoint.list_checkpoints(save_path) else cfg.log.restore_path
     if resume_from:
       fields, path, note = load_fields(resume_from, to_host(template, gather=False),
-                                       cfg.batch_size, n_devices)
+                                       cfg.batch_size, n_devices,
+                                       resume=resume_from == save_path)
       verb = 'resuming' if resume_from == save_path else 'starting'
       return fields, f'{verb} from {path}', note
     if os.path.exists(os.path.join(save_path, 'train_stats.csv')):
@@ -242,6 +249,8 @@ def run(spec: Spec) -> RunResult:
   resumed = fields is not None
   if resumed:
     state = from_host(fields, template)
+    if 'opt_state' not in fields:
+      state = with_opt_state(state, trainer)
     logging.info('%s at step %d%s', origin, int(parallel.first(state.step)),
                  f' ({note})' if note else '')
   needs_burn_in = not resumed or (note is not None and 'resampled' in note)
