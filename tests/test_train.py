@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from vmc import checkpoint, config as config_lib, parallel, train, writers
+from vmc import analysis, checkpoint, config as config_lib, parallel, train, writers
 
 
 def _run(cfg, tmp_path, name):
@@ -153,16 +153,21 @@ def test_restore_path_from_another_optimizer_takes_all_but_its_state(tmp_path,
   cfg.optim.iterations = 7
   cfg.log.restore_path = trained.save_path
   frozen = _run(cfg, tmp_path, 'none')
-  assert [int(r['step']) for r in _rows(frozen.save_path)] == [4, 5, 6]
+  # An evaluation counts its own iterations and writes eval_stats.csv and a summary.
+  stats = analysis.read_stats(frozen.save_path, 'eval_stats.csv')
+  np.testing.assert_array_equal(stats['step'], np.arange(7))
+  with open(os.path.join(frozen.save_path, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['mode'] == 'evaluation' and summary['window_iterations'] == 7
   for a, b in zip(jax.tree_util.tree_leaves(parallel.first(trained.final_state.params)),
                   jax.tree_util.tree_leaves(parallel.first(frozen.final_state.params))):
     np.testing.assert_array_equal(a, b)
   # And back to KFAC, with a fresh optimizer state for the restored parameters.
   cfg = make_tiny_config('He', 'kfac')
-  cfg.optim.iterations = 9
+  cfg.optim.iterations = 10
   cfg.log.restore_path = frozen.save_path
   again = _run(cfg, tmp_path, 'kfac_again')
-  assert np.all(np.isfinite(again.energies)) and len(again.energies) == 2
+  assert np.all(np.isfinite(again.energies)) and len(again.energies) == 3
   # Resuming a run's own folder stays strict: another optimizer there is an error.
   cfg = make_tiny_config('He', 'adam')
   cfg.optim.iterations = 9

@@ -1,4 +1,4 @@
-"""Reading training statistics back: convergence milestones of a run."""
+"""Reading run statistics back: summaries with error bars, milestones, timing."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import csv
 import os
 
 import numpy as np
+
+from vmc import statistics
 
 
 def read_stats(run_dir: str, name: str = 'train_stats.csv') -> dict[str, np.ndarray]:
@@ -44,3 +46,40 @@ def seconds_per_iteration(stats: dict[str, np.ndarray], skip: int = 10) -> float
   if len(wall) < 2:
     raise ValueError(f'need more than {skip + 1} iterations to time a run, have {skip + len(wall)}')
   return float(np.median(np.diff(wall)))
+
+
+def summarize_stats(stats: dict[str, np.ndarray], window: float = 0.2) -> dict:
+  """Estimates over the last `window` fraction of a run's iterations (1.0: all).
+
+  Energy with a reblocked error; mean variance of the local energy and acceptance; the
+  scalar observables present (reblocked too); wall time.
+  """
+  from vmc import observables  # noqa: PLC0415  (imports jax; analysis itself does not)
+  n = len(stats['energy'])
+  m = max(1, int(round(window * n)))
+  tail = {k: np.asarray(v)[n - m:] for k, v in stats.items()}
+  e = statistics.estimate(tail['energy'])
+  out = {
+      'iterations': n, 'window_iterations': m, 'energy': e.mean, 'energy_error': e.error,
+      'energy_error_of_error': e.error_of_error, 'energy_naive_error': e.naive_error,
+      'tau': e.tau, 'block': e.block, 'error_converged': e.converged,
+      'variance': float(np.nanmean(tail['variance'])) if 'variance' in tail else None,
+      'pmove': float(np.mean(tail['pmove'])) if 'pmove' in tail else None,
+      'rejected': int(np.sum(stats.get('rejected', 0))),
+      'wall_time': float(stats['wall_time'][-1]) if 'wall_time' in stats else None,
+  }
+  out.update(observables.summarize(tail))
+  return out
+
+
+def compare_to_reference(energy: float, error: float, ref) -> dict:
+  """Error against a vmc.reference.Reference (or None) and % of correlation energy."""
+  if ref is None:
+    return {'reference_energy': None}
+  out = {'reference_energy': ref.energy, 'reference_kind': ref.kind,
+         'reference_source': ref.source, 'error_mha': 1000 * (energy - ref.energy),
+         'error_mha_error': 1000 * error}
+  if ref.hf_limit is not None and ref.hf_limit != ref.energy:
+    out['correlation_energy_percent'] = 100 * (ref.hf_limit - energy) / (ref.hf_limit -
+                                                                         ref.energy)
+  return out

@@ -93,6 +93,13 @@ def default() -> ml_collections.ConfigDict:
           'print_every_seconds': 5.0,
           'stats_ewm_alpha': 0.1,  # weight of the newest step in ewmean/ewvar
       },
+      'observables': {  # per iteration, for evaluation runs (optim.optimizer='none')
+          'dipole': False,  # electric dipole moment (a.u.): CSV columns dipole_x/y/z
+          's2': False,  # <S^2>: CSV column s2
+          'density': 'none',  # 'radial' or 'grid' spin densities, in observables.h5
+          'density_bins': 100,  # radial bins, or grid points per axis
+          'density_extent': 8.0,  # bohr: radius of the profile, half side of the grid cube
+      },
       'distributed': {
           # 'auto': start jax.distributed when coordinator_address is set or when srun
           # (SLURM) or mpirun (Open MPI) launched several processes; 'on': always (JAX
@@ -184,6 +191,12 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
                       "'uhf' or 'rohf'")
   if not 0.0 <= cfg.pretrain.hf_sample_weight <= 1.0:
     raise ConfigError('pretrain.hf_sample_weight must be within [0, 1]')
+  if cfg.observables.density not in ('none', 'radial', 'grid'):
+    raise ConfigError(f'observables.density={cfg.observables.density!r} is not known; use '
+                      "'none', 'radial' or 'grid'")
+  _positive_int(cfg.observables.density_bins, 'observables.density_bins')
+  if cfg.observables.density_extent <= 0:
+    raise ConfigError('observables.density_extent must be > 0 (bohr)')
   if cfg.distributed.mode not in ('auto', 'on', 'off'):
     raise ConfigError(f'distributed.mode={cfg.distributed.mode!r} is not known; use auto, on '
                       'or off')

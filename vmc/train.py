@@ -22,9 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vmc import checkpoint, hamiltonian, mcmc, networks, optimizers, parallel, pretrain
-from vmc import reference
-from vmc import writers
+from vmc import analysis, checkpoint, hamiltonian, mcmc, networks, observables, optimizers, parallel
+from vmc import pretrain, reference, writers
 from vmc.config import Spec
 from vmc.errors import ConfigError
 
@@ -177,6 +176,19 @@ def load_fields(path: str, templates: dict, batch_size: int, n_devices: int,
   return fields, path, note
 
 
+def is_evaluation(cfg) -> bool:
+  """optim.optimizer='none': the wavefunction is frozen and only sampled."""
+  return cfg.optim.optimizer == 'none'
+
+
+def stats_name(cfg) -> str:
+  return 'eval_stats.csv' if is_evaluation(cfg) else 'train_stats.csv'
+
+
+def stats_columns(cfg, obs: observables.Observables | None) -> tuple[str, ...]:
+  return writers.TRAIN_COLUMNS + (obs.columns if obs else ())
+
+
 class RunAborted(RuntimeError):
   """The run stopped itself (e.g. too many non-finite steps); the message says why."""
 
@@ -224,9 +236,11 @@ def run(spec: Spec) -> RunResult:
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin)
   network, batch_logabs, trainer = build(spec)
+  obs = observables.make(network, system, cfg) if observables.enabled(cfg) else None
   state = init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(seed))
   template = with_opt_state(state, trainer)
   n_devices = parallel.global_device_count()
+  stats_path = os.path.join(save_path, stats_name(cfg))
 
   def inspect_disk():
     """What to start from (process 0): (checkpoint fields or None, path, note)."""
@@ -236,24 +250,33 @@ def run(spec: Spec) -> RunResult:
                                        cfg.batch_size, n_devices,
                                        resume=resume_from == save_path)
       verb = 'resuming' if resume_from == save_path else 'starting'
+      if verb == 'resuming':
+        writers.check_columns(stats_path, stats_columns(cfg, obs))
       return fields, f'{verb} from {path}', note
-    if os.path.exists(os.path.join(save_path, 'train_stats.csv')):
+    if os.path.exists(stats_path):
       raise ConfigError(
-          f'log.save_path={save_path} holds train_stats.csv but no checkpoint to resume '
-          'from; choose a new log.save_path')
+          f'log.save_path={save_path} holds {os.path.basename(stats_path)} but no checkpoint '
+          'to resume from; choose a new log.save_path')
     if cfg.pretrain.method == 'hf':
       pretrain.check_basis(system, cfg.pretrain.basis)
     return None, None, None
 
   fields, origin, note = parallel.on_main(inspect_disk)
   resumed = fields is not None
+  needs_burn_in = not resumed or (note is not None and 'resampled' in note)
   if resumed:
     state = from_host(fields, template)
     if 'opt_state' not in fields:
       state = with_opt_state(state, trainer)
     logging.info('%s at step %d%s', origin, int(parallel.first(state.step)),
                  f' ({note})' if note else '')
-  needs_burn_in = not resumed or (note is not None and 'resampled' in note)
+    if is_evaluation(cfg) and origin.startswith('starting'):
+      # An evaluation counts its own iterations, after a burn-in of its own.
+      state = state._replace(step=parallel.replicate(jnp.zeros((), jnp.int32)),
+                             acceptance_sum=parallel.replicate(jnp.zeros((), jnp.float32)))
+      needs_burn_in = True
+      logging.info('evaluation: %d iterations of the restored wavefunction after a burn-in '
+                   'of %d', cfg.optim.iterations, cfg.mcmc.burn_in)
   pretraining = cfg.pretrain.method == 'hf' and not resumed
   # Everything that can fail on bad input has run: only now is anything written.
   config_json = cfg.to_json_best_effort(indent=2)
@@ -284,25 +307,30 @@ def run(spec: Spec) -> RunResult:
     jax.block_until_ready(state.walkers.x)
     logging.info('burn-in: %d iterations of %d moves in %.1f s', cfg.mcmc.burn_in,
                  cfg.mcmc.steps, time.time() - t0)
-  return _loop(spec, state, trainer, save_path, config_json, hf)
+  return _loop(spec, state, trainer, save_path, config_json, hf, obs)
 
 
-def _save(save_path: str, step: int, state, config_json: str, keep: int) -> str:
+def _save(save_path: str, step: int, state, config_json: str, keep: int,
+          store: observables.ArrayStore) -> str:
   """Checkpoint of all processes' state, written by process 0 (a collective)."""
   fields = to_host(state)
   if parallel.is_main():
+    store.save()  # first: the arrays then cover at least the checkpoint's steps
     checkpoint.save(save_path, step, fields, config_json)
     checkpoint.prune(save_path, keep)
   return checkpoint.path_for(save_path, step)
 
 
-def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
+def _loop(spec, state, trainer, save_path, config_json, hf, obs) -> RunResult:
   """Iterations from the state's step to optim.iterations, with all the hooks."""
   cfg = spec.cfg
   main = parallel.is_main()
   first_step = int(parallel.first(state.step))
   total = int(cfg.optim.iterations)
-  stats_path = os.path.join(save_path, 'train_stats.csv')
+  stats_path = os.path.join(save_path, stats_name(cfg))
+  store = observables.ArrayStore(os.path.join(save_path, 'observables.h5'),
+                                 obs.arrays if obs else (), obs.attrs if obs else {},
+                                 first_step, enabled=main)
   # Rows past the checkpoint would be written again: drop them, keep all earlier ones.
   previous = parallel.on_main(lambda: writers.truncate_csv(stats_path, first_step))
   if first_step >= total:
@@ -322,7 +350,7 @@ def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
   bad_in_a_row = 0
   step = first_step
   stopped = False
-  with writers.CsvWriter(stats_path, writers.TRAIN_COLUMNS, enabled=main) as csv_out, \
+  with writers.CsvWriter(stats_path, stats_columns(cfg, obs), enabled=main) as csv_out, \
       _SignalFlag() as signal_flag:
     for t in range(first_step, total):
       state, stats = trainer.step(state)
@@ -333,6 +361,10 @@ def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
                  pmove=stats['pmove'], variance=stats['variance'], move_width=stats['width'],
                  learning_rate=stats['learning_rate'], rejected=int(stats['rejected']),
                  wall_time=time_offset + time.time() - t_start)
+      if obs:
+        values = parallel.first(obs.evaluate(state.params, state.walkers.x))
+        row.update(observables.row_values(values))
+        store.append(t, values)
       csv_out.write(row)
       energies.append(stats['energy'])
       if stats['rejected']:  # the same on every process: the statistics are all-reduced
@@ -359,9 +391,9 @@ def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
         break
       if save_due and step < total:
         csv_out.flush()
-        _save(save_path, step, state, config_json, cfg.log.keep)
+        _save(save_path, step, state, config_json, cfg.log.keep, store)
         last_save = time.monotonic()
-  path = _save(save_path, step, state, config_json, cfg.log.keep)
+  path = _save(save_path, step, state, config_json, cfg.log.keep, store)
   if stopped and step < total:
     cause = (signal.Signals(signal_flag.signum).name if signal_flag.signum is not None
              else 'a signal to another process')
@@ -369,32 +401,37 @@ def _loop(spec, state, trainer, save_path, config_json, hf) -> RunResult:
                     'again to continue.', cause, step, total, path)
   elif main:
     logging.info('checkpoint %s', path)
-    summarize(spec, np.asarray(energies), save_path, hf.energy if hf else None)
+    summarize(spec, save_path, hf.energy if hf else None)
   return RunResult(save_path=save_path, steps=step, energies=np.asarray(energies),
                    final_state=state)
 
 
-def summarize(spec: Spec, energies: np.ndarray, save_path: str,
-              hf_energy: float | None = None) -> None:
-  """Logs the mean energy of the last 20% of iterations and the error to the reference."""
-  if len(energies) == 0:
-    return
-  tail = energies[-max(1, len(energies) // 5):]
-  tail = tail[np.isfinite(tail)]
-  if len(tail) == 0:
-    return
-  mean = float(np.mean(tail))
-  err = float(np.std(tail) / np.sqrt(len(tail)))
-  line = f'mean energy over the last {len(tail)} iterations: {mean:.6f} Ha'
-  ref = reference.lookup(spec.system)
-  if ref is not None:
-    line += (f'; {ref.kind} reference {ref.energy:.6f} Ha ({ref.source}): '
-             f'error {1000 * (mean - ref.energy):+.2f} mHa')
-  logging.info('%s (naive standard error %.2f mHa, ignores autocorrelation)', line,
-               1000 * err)
-  with open(os.path.join(save_path, 'summary.json'), 'w') as f:
-    json.dump({'system': spec.system.name, 'iterations': int(len(energies)),
-               'tail_iterations': int(len(tail)), 'energy_tail_mean': mean,
-               'energy_first_iteration': float(energies[0]), 'hf_energy': hf_energy,
-               'reference_energy': ref.energy if ref else None,
-               'reference_source': ref.source if ref else None}, f, indent=2)
+def summarize(spec: Spec, save_path: str, hf_energy: float | None = None) -> dict:
+  """Reblocked energy (all of an evaluation, the last 20% of training) -> summary.json."""
+  cfg = spec.cfg
+  stats = analysis.read_stats(save_path, stats_name(cfg))
+  if not len(stats.get('energy', [])):
+    return {}
+  summary = analysis.summarize_stats(stats, window=1.0 if is_evaluation(cfg) else 0.2)
+  summary = dict(system=spec.system.name, mode='evaluation' if is_evaluation(cfg) else
+                 'training', hf_energy=hf_energy, **summary)
+  summary.update(analysis.compare_to_reference(summary['energy'], summary['energy_error'],
+                                               reference.lookup(spec.system)))
+  line = (f'energy over the last {summary["window_iterations"]} iterations: '
+          f'{summary["energy"]:.6f} +- {summary["energy_error"]:.6f} Ha (reblocked; '
+          f'autocorrelation time {summary["tau"]:.1f} iterations)')
+  if summary.get('reference_energy') is not None:
+    line += (f'; {summary["reference_kind"]} reference {summary["reference_energy"]:.6f} Ha '
+             f'({summary["reference_source"]}): error {summary["error_mha"]:+.2f} mHa')
+  logging.info('%s', line)
+  if 'dipole_au' in summary:
+    logging.info('dipole moment (a.u.): %s +- %s; |d| = %.4f D',
+                 np.round(summary['dipole_au'], 4), np.round(summary['dipole_error_au'], 4),
+                 summary['dipole_norm_debye'])
+  if 's2' in summary:
+    logging.info('<S^2> = %.4f +- %.4f', summary['s2'], summary['s2_error'])
+  tmp = os.path.join(save_path, 'summary.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(summary, f, indent=2)
+  os.replace(tmp, os.path.join(save_path, 'summary.json'))
+  return summary

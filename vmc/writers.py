@@ -38,6 +38,20 @@ def truncate_csv(path: str, step: int) -> dict[str, list[float]]:
   return {name: [float(r[i]) for r in kept] for i, name in enumerate(header)}
 
 
+def check_columns(path: str, columns: Sequence[str]) -> None:
+  """Raises ConfigError if the CSV at `path` has other columns (resumed with other options)."""
+  if not os.path.exists(path):
+    return
+  with open(path, newline='') as f:
+    header = next(csv.reader(f), None)
+  if header and tuple(header) != tuple(columns):
+    from vmc.errors import ConfigError  # noqa: PLC0415
+    raise ConfigError(
+        f'{path} has the columns {",".join(header)}, this run writes {",".join(columns)}: '
+        'it was started with other observables; resume with the same observables.* '
+        'settings, or use a new log.save_path')
+
+
 class CsvWriter:
   """Appends rows to a CSV file; writes the header only when the file is new or empty.
 

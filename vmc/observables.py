@@ -1,0 +1,172 @@
+"""Expectation values beyond the energy, estimated on the walkers of every iteration.
+
+All in atomic units. Selected by `observables.*`; meant for evaluation runs
+(`optim.optimizer=none`) of a converged wavefunction, where every iteration samples the
+same |psi|^2.
+
+- dipole: d = sum_A Z_A R_A - sum_i r_i (e bohr; 1 a.u. = 2.541746 debye), pointing from
+  the negative to the positive charge.
+- s2: <S^2> of the spin-assigned wavefunction (first n_up electrons up):
+  <S^2> = S_z (S_z + 1) + n_down - sum_{i up, j down} <psi(r with r_i, r_j swapped) / psi(r)>
+  (a swap of an up and a down electron's positions; exact for any psi, 0.75 for a pure
+  doublet).
+- density 'radial': electrons of each spin per bohr at distance r from the centre of
+  nuclear charge (a histogram; integrates to n_up and n_down); 'grid': electrons of each
+  spin per bohr^3 on a cube of side 2 * density_extent centred there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, NamedTuple
+
+import h5py
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vmc import parallel, systems, statistics
+
+DEBYE_PER_AU = 2.541746
+DENSITIES = ('none', 'radial', 'grid')
+
+
+class Observables(NamedTuple):
+  columns: tuple[str, ...]  # per-iteration scalars, added to the statistics CSV
+  arrays: tuple[str, ...]  # per-iteration arrays, kept in observables.h5
+  evaluate: Callable  # pmapped (params, x) -> {name: device-averaged value}
+  attrs: dict  # grid/bin descriptions for the HDF5 file
+
+
+def enabled(cfg: ml_collections.ConfigDict) -> bool:
+  o = cfg.observables
+  return bool(o.dipole or o.s2 or o.density != 'none')
+
+
+def make(network, system: systems.System, cfg: ml_collections.ConfigDict) -> Observables:
+  o = cfg.observables
+  charges = np.array([a.charge for a in system.atoms], np.float32)
+  coords = np.array([a.coords for a in system.atoms], np.float32)
+  centre = (charges[:, None] * coords).sum(0) / charges.sum()
+  n_up, n_down = system.electrons
+  n = n_up + n_down
+  columns, arrays, attrs = [], [], {}
+  if o.dipole:
+    columns += ['dipole_x', 'dipole_y', 'dipole_z']
+  if o.s2:
+    columns += ['s2']
+  if o.density == 'radial':
+    edges = np.linspace(0.0, o.density_extent, o.density_bins + 1, dtype=np.float32)
+    arrays.append('radial_density')
+    attrs['radial_edges'] = edges
+  elif o.density == 'grid':
+    axis = np.linspace(-o.density_extent, o.density_extent, o.density_bins + 1,
+                       dtype=np.float32)
+    arrays.append('grid_density')
+    attrs['grid_edges'] = axis
+    attrs['grid_centre'] = centre
+  pairs = [(i, j) for i in range(n_up) for j in range(n_up, n)]
+
+  def per_walker(params, x):
+    """Observables of one walker x (3n,) -> dict of arrays."""
+    out = {}
+    r = x.reshape(n, 3)
+    if o.dipole:
+      out['dipole'] = (charges[:, None] * coords).sum(0) - r.sum(0)
+    if o.s2:
+      sign, logabs = network.apply(params, x)
+      total = 0.0
+      for i, j in pairs:
+        swapped = r.at[i].set(r[j]).at[j].set(r[i]).reshape(-1)
+        s_sw, l_sw = network.apply(params, swapped)
+        total = total + s_sw * sign * jnp.exp(l_sw - logabs)
+      sz = 0.5 * (n_up - n_down)
+      out['s2'] = sz * (sz + 1) + n_down - total
+    if o.density == 'radial':
+      dist = jnp.linalg.norm(r - centre, axis=-1)
+      width = edges[1] - edges[0]
+      hist = [jnp.histogram(dist[sl], bins=edges)[0] / width
+              for sl in (slice(0, n_up), slice(n_up, n))]
+      out['radial_density'] = jnp.stack(hist).astype(jnp.float32)
+    elif o.density == 'grid':
+      rel = r - centre
+      volume = (axis[1] - axis[0]) ** 3
+      hist = [jnp.histogramdd(rel[sl], bins=(axis, axis, axis))[0] / volume
+              for sl in (slice(0, n_up), slice(n_up, n))]
+      out['grid_density'] = jnp.stack(hist).astype(jnp.float32)
+    return out
+
+  def evaluate(params, x):
+    values = jax.vmap(per_walker, in_axes=(None, 0))(params, x)
+    return {k: parallel.pmean(jnp.mean(v, axis=0)) for k, v in values.items()}
+
+  return Observables(tuple(columns), tuple(arrays), parallel.pmap(evaluate), attrs)
+
+
+def row_values(values: dict) -> dict[str, float]:
+  """The CSV columns of one iteration's (host) values."""
+  row = {}
+  if 'dipole' in values:
+    row.update(zip(('dipole_x', 'dipole_y', 'dipole_z'), (float(v) for v in values['dipole'])))
+  if 's2' in values:
+    row['s2'] = float(values['s2'])
+  return row
+
+
+class ArrayStore:
+  """Per-iteration observable arrays in `observables.h5`, kept in step with checkpoints.
+
+  On resume, rows past the checkpoint's step are dropped (as in the CSV); `save` rewrites
+  the file atomically (temporary file, rename), so it is always whole.
+  """
+
+  def __init__(self, path: str, names: tuple[str, ...], attrs: dict, first_step: int,
+               enabled: bool = True):
+    self.path, self.names, self.attrs, self.enabled = path, names, attrs, enabled
+    self.steps: list[int] = []
+    self.data: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    if enabled and names and os.path.exists(path):
+      with h5py.File(path, 'r') as f:
+        keep = np.asarray(f['step'][:]) < first_step
+        self.steps = [int(s) for s in np.asarray(f['step'][:])[keep]]
+        for k in names:
+          if k in f:
+            self.data[k] = list(np.asarray(f[k][:])[keep])
+
+  def append(self, step: int, values: dict) -> None:
+    if not self.names:
+      return
+    self.steps.append(step)
+    for k in self.names:
+      self.data[k].append(np.asarray(values[k]))
+
+  def save(self) -> None:
+    if not (self.enabled and self.names):
+      return
+    tmp = self.path + '.tmp'
+    with h5py.File(tmp, 'w') as f:
+      f.create_dataset('step', data=np.asarray(self.steps, np.int64))
+      for k in self.names:
+        if self.data[k]:
+          f.create_dataset(k, data=np.stack(self.data[k]), compression='gzip')
+          f.create_dataset(k + '_mean', data=np.mean(np.stack(self.data[k]), axis=0))
+      for k, v in self.attrs.items():
+        f.create_dataset(k, data=v)
+      f.attrs['units'] = 'atomic units: bohr, electrons per bohr (radial) or bohr^3 (grid)'
+    os.replace(tmp, self.path)
+
+
+def summarize(stats: dict[str, np.ndarray]) -> dict:
+  """Reblocked estimates of the scalar observables in a statistics table."""
+  out = {}
+  if 'dipole_x' in stats:
+    comps = [statistics.estimate(stats[f'dipole_{c}']) for c in 'xyz']
+    out['dipole_au'] = [e.mean for e in comps]
+    out['dipole_error_au'] = [e.error for e in comps]
+    norm = float(np.linalg.norm(out['dipole_au']))
+    out['dipole_norm_debye'] = norm * DEBYE_PER_AU
+  if 's2' in stats:
+    e = statistics.estimate(stats['s2'])
+    out['s2'], out['s2_error'] = e.mean, e.error
+  return out
