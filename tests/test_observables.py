@@ -73,6 +73,18 @@ def test_dipole_and_radial_density_of_fixed_electrons():
   assert down[int((4.015 - centre) / width)] * width == pytest.approx(1.0)
 
 
+def test_grid_density_counts_every_electron_in_its_cell():
+  system = systems.make_system(atom='Li')
+  x = np.array([[0.1, 0.1, 0.1, -1.1, 0.3, 0.3, 0.6, -0.6, 2.2]], np.float32)
+  cfg = _config(density='grid', density_bins=10, density_extent=2.5)  # 0.5 bohr cells
+  values, obs = _evaluate(system, cfg, lambda p, y: (1.0, 0.0), x)
+  up, down = values['grid_density'] * 0.5 ** 3  # electrons per cell
+  assert up.sum() == pytest.approx(2.0) and down.sum() == pytest.approx(1.0)
+  assert up[5, 5, 5] == pytest.approx(1.0) and up[2, 5, 5] == pytest.approx(1.0)
+  assert down[6, 3, 9] == pytest.approx(1.0)
+  np.testing.assert_allclose(obs.attrs['grid_edges'][[0, -1]], [-2.5, 2.5])
+
+
 def _evaluation(tiny_config, tmp_path, name, pretrain_iterations, **overrides):
   """An HF-pretrained tiny network, sampled (optimizer none) with all observables."""
   cfg = tiny_config('He', 'none', batch_size=128, **{

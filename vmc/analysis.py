@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -11,12 +12,49 @@ from vmc import statistics
 
 
 def read_stats(run_dir: str, name: str = 'train_stats.csv') -> dict[str, np.ndarray]:
-  """Columns of a run's statistics CSV as float arrays."""
+  """Columns of a run's statistics CSV as float arrays.
+
+  Safe on a run in progress: a last row still being written is left out.
+  """
   with open(os.path.join(run_dir, name), newline='') as f:
-    rows = list(csv.DictReader(f))
-  if not rows:
+    rows = list(csv.reader(f))
+  if len(rows) < 2:
     return {}
-  return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+  header, body = rows[0], rows[1:]
+  values = []
+  for row in body:
+    try:
+      if len(row) != len(header):
+        raise ValueError
+      values.append([float(v) for v in row])
+    except ValueError:
+      break  # a partial last line
+  data = np.array(values, np.float64).reshape(-1, len(header))
+  return {k: data[:, i] for i, k in enumerate(header)}
+
+
+def stats_file(run_dir: str) -> str:
+  """'eval_stats.csv' for an evaluation run, else 'train_stats.csv'."""
+  return 'eval_stats.csv' if os.path.exists(os.path.join(run_dir, 'eval_stats.csv')) else (
+      'train_stats.csv')
+
+
+def run_config(run_dir: str) -> dict:
+  with open(os.path.join(run_dir, 'config.json')) as f:
+    return json.load(f)
+
+
+def system_of(cfg: dict):
+  """The vmc.systems.System of a run's config.json contents."""
+  from vmc import systems  # noqa: PLC0415
+  s = cfg['system']
+  molecule = s.get('molecule')
+  if isinstance(molecule, list):
+    molecule = [(atom[0], tuple(atom[1])) for atom in molecule]
+  electrons = tuple(s['electrons']) if s.get('electrons') else None
+  return systems.make_system(atom=s.get('atom') or None, molecule=molecule,
+                             charge=s.get('charge', 0), spin=s.get('spin'),
+                             electrons=electrons, units=s.get('units', 'bohr'))
 
 
 def moving_mean(x: np.ndarray, window: int) -> np.ndarray:

@@ -8,6 +8,7 @@ flags) is a small helium run that converges in a few minutes on a laptop CPU.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -130,6 +131,29 @@ def get_config() -> ml_collections.ConfigDict:
   cfg.optim.iterations = 1000
   cfg.optim.lr.delay = 1000.0
   cfg.pretrain.iterations = 100
+  return cfg
+
+
+def _tuples(value):
+  """JSON lists back to the tuples the config holds."""
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """The config of a run from its config.json (or a checkpoint's header): the defaults of
+  this vmc version, updated with every key the JSON holds."""
+  cfg = default()
+
+  def update(node, values, prefix):
+    for key, value in values.items():
+      if key not in node:
+        raise ValueError(f'config key {prefix}{key} is unknown to this vmc version')
+      if isinstance(value, dict) and value and hasattr(node[key], 'keys'):
+        update(node[key], value, f'{prefix}{key}.')
+      else:
+        node[key] = _tuples(value)
+
+  update(cfg, json.loads(text), '')
   return cfg
 
 

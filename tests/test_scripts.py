@@ -1,0 +1,79 @@
+"""scripts/analyze.py and scripts/inspect_checkpoint.py on a tiny real run."""
+
+import os
+import shutil
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vmc import config as config_lib, hamiltonian, networks, parallel, train
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'scripts'))
+import analyze  # noqa: E402
+import inspect_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  from conftest import tiny_config
+  cfg = tiny_config('He', 'kfac', batch_size=64)
+  cfg.optim.iterations = 30
+  cfg.log.save_path = str(tmp_path_factory.mktemp('runs') / 'he_tiny')
+  result = train.run(config_lib.resolve(cfg))
+  result.config = cfg
+  return result
+
+
+def test_analyze_prints_a_table_and_writes_a_png(finished_run, tmp_path, capsys):
+  run = finished_run.save_path
+  # A second run still in progress: no summary yet, a half-written last line.
+  running = tmp_path / 'he_running'
+  shutil.copytree(run, running)
+  os.remove(running / 'summary.json')
+  with open(running / 'train_stats.csv', 'a') as f:
+    f.write('30,-2.9,-2.')
+  png = tmp_path / 'plot.png'
+  assert analyze.main([run, str(running), '--plot', str(png), '--window', '0.5']) == 0
+  out = capsys.readouterr().out
+  lines = out.splitlines()
+  assert lines[0].split()[:4] == ['run', 'system', 'mode', 'iters']
+  he_tiny, = [l for l in lines if l.startswith('he_tiny ')]
+  assert he_tiny.split()[1:4] == ['He', 'training', '30']
+  assert 'training (running)' in out
+  assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 10000
+  summary, stats = analyze.summarize_run(run, 0.5)
+  assert summary['window_iterations'] == 15
+  assert summary['energy'] == pytest.approx(stats['energy'][15:].mean())
+  assert summary['reference_energy'] == pytest.approx(-2.903724377)
+  assert summary['error_mha'] == pytest.approx(1000 * (summary['energy'] + 2.903724377))
+
+
+def test_analyze_names_a_missing_run(tmp_path, capsys):
+  assert analyze.main([str(tmp_path / 'nothing'), '--plot', '']) == 2
+  assert 'nothing' in capsys.readouterr().err
+
+
+def test_inspect_checkpoint_reports_parameters_and_local_energies(finished_run, capsys):
+  assert inspect_checkpoint.main([finished_run.save_path, '--walkers', '16']) == 0
+  out = capsys.readouterr().out
+  n = networks.count_parameters(parallel.first(finished_run.final_state.params))
+  assert f'parameters  {n} in ' in out
+  assert 'step 30' in out and 'walkers     64 x 2 electrons' in out
+  energy_line, = [l for l in out.splitlines() if l.startswith('local energy')]
+  # The same number straight from the run's final state (its checkpoint).
+  spec = config_lib.resolve(finished_run.config)
+  network, _, _ = train.build(spec)
+  e_l = jax.vmap(hamiltonian.make_local_energy(network.logabs, spec.system), in_axes=(None, 0))(
+      parallel.first(finished_run.final_state.params),
+      parallel.unshard(finished_run.final_state.walkers.x)[:16])
+  assert float(energy_line.split()[3]) == pytest.approx(float(np.mean(e_l)), abs=2e-6)
+
+
+def test_inspect_checkpoint_rejects_a_broken_file(tmp_path, capsys):
+  bad = tmp_path / 'ckpt_000001.npz'
+  bad.write_bytes(b'not a zip')
+  assert inspect_checkpoint.main([str(bad)]) == 2
+  assert 'not a readable vmc checkpoint' in capsys.readouterr().err
