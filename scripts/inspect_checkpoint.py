@@ -78,7 +78,8 @@ def main(argv=None) -> int:
 
   if args.walkers > 0:
     x = x[:args.walkers]
-    local_energy = hamiltonian.make_local_energy(network.logabs, system, cfg.optim.laplacian)
+    local_energy = hamiltonian.make_local_energy(network.logabs, system, cfg.optim.laplacian,
+                                                 network.laplacian)
     logabs = np.asarray(jax.jit(batch_logabs)(params, x))
     e_l = np.asarray(jax.jit(jax.vmap(local_energy, in_axes=(None, 0)))(params, x))
     est = statistics.estimate(e_l)  # walkers are independent: the naive error applies

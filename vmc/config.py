@@ -13,7 +13,7 @@ import json
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from vmc import systems
+from vmc import hamiltonian, systems
 from vmc.errors import ConfigError
 
 OPTIMIZERS = ('kfac', 'adam', 'none')
@@ -45,7 +45,12 @@ def default() -> ml_collections.ConfigDict:
       'optim': {
           'optimizer': 'kfac',  # 'kfac', 'adam' or 'none' (sampling only)
           'iterations': 100000,
-          'laplacian': 'loop',  # exact Laplacian: jvp of the gradient over 3N coordinates
+          # Exact Laplacian: 'forward' (one forward pass using the network's sparsity),
+          # 'loop' (jvp of the gradient over 3N coordinates), 'folx' (generic forward).
+          'laplacian': 'forward',
+          # Walkers per device whose local energies are computed together (0: all). Lower
+          # it when the local energy runs out of memory; the result does not change.
+          'local_energy_chunk_size': 0,
           'clip_local_energy': 5.0,  # clip at median +- this many mean absolute deviations
           'lr': {
               'rate': 0.05,  # rate / (1 + t / delay) ** decay
@@ -193,8 +198,13 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   if cfg.network.envelope_type != 'isotropic':
     raise ConfigError(f'network.envelope_type={cfg.network.envelope_type!r} is not known; '
                       "use 'isotropic'")
-  if cfg.optim.laplacian != 'loop':
-    raise ConfigError(f'optim.laplacian={cfg.optim.laplacian!r} is not known; use loop')
+  if cfg.optim.laplacian not in hamiltonian.METHODS:
+    raise ConfigError(f'optim.laplacian={cfg.optim.laplacian!r} is not known; use one of '
+                      f'{", ".join(hamiltonian.METHODS)}')
+  chunk = cfg.optim.local_energy_chunk_size
+  if not isinstance(chunk, int) or chunk < 0:
+    raise ConfigError(f'optim.local_energy_chunk_size={chunk!r} must be an integer >= 0 '
+                      '(walkers per local-energy chunk on each device; 0: all at once)')
   dims = cfg.network.ferminet.hidden_dims
   try:
     ok = len(dims) > 0 and all(len(d) == 2 and min(d) > 0 for d in dims)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import folx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,25 +53,42 @@ def laplacian_loop(f: LogAbsFn, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarra
   return lap, grad_f(x)
 
 
-LAPLACIANS = {'loop': laplacian_loop}
+def laplacian_folx(f: LogAbsFn, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Exact (lap f, grad f) by folx's generic forward Laplacian (one pass over the jaxpr of
+  f, Jacobians propagated densely: sparsity tracking is slower here, docs/benchmarks.md)."""
+  out = folx.forward_laplacian(f, sparsity_threshold=0)(x)
+  return out.laplacian, out.jacobian.dense_array
 
 
-def kinetic_energy(f: LogAbsFn, x: jnp.ndarray, method: str = 'loop') -> jnp.ndarray:
-  """-1/2 (lap log|psi| + |grad log|psi||^2) = -1/2 (lap psi) / psi."""
-  lap, grad = LAPLACIANS[method](f, x)
-  return -0.5 * (lap + jnp.sum(grad ** 2))
+# 'forward' is the network's own forward Laplacian (vmc/networks/ferminet_laplacian.py);
+# networks without one fall back to folx.
+METHODS = ('loop', 'forward', 'folx')
 
 
-def make_local_energy(logabs: Callable, system: systems.System, method: str = 'loop'):
+def make_local_energy(logabs: Callable, system: systems.System, method: str = 'loop',
+                      forward_laplacian: Callable | None = None):
   """Returns local_energy(params, x) -> E_L for one walker.
 
-  logabs(params, x) is log|psi| of one walker.
+  logabs(params, x) is log|psi| of one walker; forward_laplacian(params, x), if given, is
+  (lap log|psi|, grad log|psi|) and is what method 'forward' uses.
   """
   atoms = jnp.asarray(system.positions, jnp.float32)
   charges = jnp.asarray(system.charges, jnp.float32)
+  if method not in METHODS:
+    raise ValueError(f'unknown Laplacian method {method!r}; use one of {METHODS}')
+
+  def lap_and_grad(params, x):
+    f = lambda y: logabs(params, y)
+    if method == 'loop':
+      return laplacian_loop(f, x)
+    if method == 'forward' and forward_laplacian is not None:
+      return forward_laplacian(params, x)
+    return laplacian_folx(f, x)
 
   def local_energy(params, x):
-    kinetic = kinetic_energy(lambda y: logabs(params, y), x, method)
+    lap, grad = lap_and_grad(params, x)
+    # -1/2 (lap psi) / psi = -1/2 (lap log|psi| + |grad log|psi||^2)
+    kinetic = -0.5 * (lap + jnp.sum(grad ** 2))
     return kinetic + potential_energy(x, atoms, charges)
 
   return local_energy

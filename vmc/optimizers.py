@@ -81,9 +81,15 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> Callable:
 
 
 def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
-                 cfg: ml_collections.ConfigDict) -> Trainer:
-  """Builds the compiled iteration for cfg.optim.optimizer."""
-  mcmc_step = make_sampler(batch_logabs, cfg)
+                 cfg: ml_collections.ConfigDict,
+                 batch_sampling_logabs: Callable | None = None) -> Trainer:
+  """Builds the compiled iteration for cfg.optim.optimizer.
+
+  batch_logabs is what the loss differentiates; batch_sampling_logabs (the same values,
+  possibly cheaper; default batch_logabs) is what the Metropolis sampler evaluates.
+  """
+  sampling_logabs = batch_sampling_logabs or batch_logabs
+  mcmc_step = make_sampler(sampling_logabs, cfg)
   loss = loss_lib.make_loss(batch_logabs, batch_local_energy, cfg.optim.clip_local_energy)
   schedule = learning_rate_schedule(cfg)
   name = cfg.optim.optimizer
@@ -94,7 +100,9 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
     Returns (state, stats without energy, key for the update).
     """
     key, k_mcmc, k_update = jax.random.split(state.key, 3)
-    walkers = mcmc.Walkers(state.walkers.x, batch_logabs(state.params, state.walkers.x))
+    # log|psi| at the walkers under the current parameters (changed by the last update);
+    # the Metropolis moves then carry it and evaluate the network at proposals only.
+    walkers = mcmc.Walkers(state.walkers.x, sampling_logabs(state.params, state.walkers.x))
     walkers, pmove = mcmc_step(state.params, walkers, k_mcmc, state.width)
     pmove = parallel.pmean(pmove)
     acc = state.acceptance_sum + pmove
@@ -147,15 +155,24 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
     p_guard = parallel.pmap(guard)
     p_copy = parallel.pmap(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
 
+    # kfac-jax needs its step counter as a Python int (to decide when to refresh the
+    # curvature). Reading it from the device every iteration would stall the pipeline, so it
+    # is read once and then counted here; after a rolled-back step the two may differ by
+    # one, which only shifts the cov_update_every schedule.
+    host_counter = {}
+
     def kfac_step(previous):
+      if 'step' not in host_counter:
+        host_counter['step'] = int(parallel.first(previous.opt_state.step_counter))
       state, stats, k_update = p_sample(previous)
       # kfac-jax donates the parameters and optimizer state it is given: pass copies (made
       # here: kfac-jax's own copy_obj yields arrays that its pmap cannot take on
-      # multi-host runs, and so does its read-back of its step counter, done here too).
-      kfac_step_int = int(parallel.first(state.opt_state.step_counter))
+      # multi-host runs).
       params, opt_state = p_copy((state.params, state.opt_state))
       params, opt_state, kstats = optimizer.step(
-          params, opt_state, k_update, batch=state.walkers.x, global_step_int=kfac_step_int)
+          params, opt_state, k_update, batch=state.walkers.x,
+          global_step_int=host_counter['step'])
+      host_counter['step'] += 1
       candidate = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
       state, rejected = p_guard(candidate, previous, kstats['loss'])
       stats = stats._replace(energy=kstats['loss'], variance=kstats['aux'].variance,

@@ -49,14 +49,24 @@ def default_save_path(system_name: str) -> str:
   return os.path.join('checkpoints', f'{system_name}_{stamp}')
 
 
+def batched_local_energy(local_energy, chunk_size: int):
+  """(params, x (batch, 3N)) -> (batch,), all walkers at once or `chunk_size` at a time."""
+  if chunk_size <= 0:
+    return jax.vmap(local_energy, in_axes=(None, 0))
+  return lambda params, x: jax.lax.map(lambda xi: local_energy(params, xi), x,
+                                       batch_size=chunk_size)
+
+
 def build(spec: Spec):
   """Network, batched functions and trainer for a spec (no state yet)."""
   cfg, system = spec.cfg, spec.system
   network = networks.make_network(system, cfg)
   batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
-  local_energy = hamiltonian.make_local_energy(network.logabs, system, cfg.optim.laplacian)
-  batch_local_energy = jax.vmap(local_energy, in_axes=(None, 0))
-  trainer = optimizers.make_trainer(batch_logabs, batch_local_energy, cfg)
+  local_energy = hamiltonian.make_local_energy(network.logabs, system, cfg.optim.laplacian,
+                                               network.laplacian)
+  batch_local_energy = batched_local_energy(local_energy, cfg.optim.local_energy_chunk_size)
+  sampling_logabs = jax.vmap(network.sampling_logabs or network.logabs, in_axes=(None, 0))
+  trainer = optimizers.make_trainer(batch_logabs, batch_local_energy, cfg, sampling_logabs)
   return network, batch_logabs, trainer
 
 

@@ -2,7 +2,10 @@
 
 `apply(params, x) -> (sign, log|psi|)` for one walker x of shape (n_electrons * 3,);
 vmap it over walkers. `orbitals(params, x)` gives the orbital matrices (for pretraining
-and inspection).
+and inspection). `laplacian(params, x) -> (lap log|psi|, grad log|psi|)` is the network's
+own forward Laplacian (None when it has none; the Hamiltonian then uses folx), and
+`sampling_logabs` a cheaper evaluation of log|psi| for Metropolis sampling (the training
+loss differentiates `apply`, whose layers kfac-jax recognises).
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import jax.numpy as jnp
 import ml_collections
 
 from vmc import systems
-from vmc.networks import ferminet
+from vmc.networks import ferminet, ferminet_laplacian
 
 
 class Network(NamedTuple):
   init: Callable  # (key) -> params
   apply: Callable  # (params, x) -> (sign, log|psi|)
   orbitals: Callable  # (params, x) -> list of (determinants, n_s, n_orbitals)
+  laplacian: Callable | None = None  # (params, x) -> (lap log|psi|, grad log|psi|)
+  # (params, x) -> log|psi|, equal to logabs but cheaper; for sampling, not for training.
+  sampling_logabs: Callable | None = None
 
   def logabs(self, params, x):
     """log|psi| of one walker."""
@@ -50,7 +56,14 @@ def make_network(system: systems.System, cfg: ml_collections.ConfigDict) -> Netw
   def orbitals(params, x):
     return module.apply(params, x, method=ferminet.FermiNet.orbitals)
 
-  return Network(init=init, apply=apply, orbitals=orbitals)
+  def laplacian(params, x):
+    return ferminet_laplacian.laplacian(module, params, x)
+
+  def sampling_logabs(params, x):
+    return ferminet_laplacian.sign_logabs(module, params, x)[1]
+
+  return Network(init=init, apply=apply, orbitals=orbitals, laplacian=laplacian,
+                 sampling_logabs=sampling_logabs)
 
 
 def count_parameters(params) -> int:

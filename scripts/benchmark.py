@@ -1,0 +1,182 @@
+"""Seconds per training iteration for fixed, named configurations; one JSON line per case.
+
+  python scripts/benchmark.py --system N2 --network default --laplacian loop,forward \
+      --batch_size 256 --iterations 10 --rounds 3
+
+Every case runs in its own subprocess (so compile caches and peak memory are its own), and
+rounds go through all cases in turn, so slow drifts of the machine hit every case alike.
+Per case: the median and spread (min, max over rounds) of the per-round median seconds per
+iteration, compile seconds (first iteration), peak memory (host RSS on CPU, device peak on
+GPU) and walker-steps per second (batch * mcmc.steps / s). --profile also times the
+Metropolis sampling and the local energy alone; the optimizer's share is the remainder.
+Systems: atoms by symbol (He, Li, Be, C, N, O, Ne, ...) and molecules from
+vmc.systems.MOLECULES (H2, LiH, N2, ...). Networks: `small` is the quickstart network
+(2 layers (32, 8), 4 determinants), `default` the production one (4 layers (256, 32), 16).
+On GPU clusters run it on one node with the devices you want (CUDA_VISIBLE_DEVICES);
+the batch is split over all local devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+NETWORKS = {
+    'small': dict(hidden_dims=((32, 8), (32, 8)), determinants=4),
+    'default': dict(hidden_dims=((256, 32),) * 4, determinants=16),
+}
+
+
+def make_config(case: dict):
+  from vmc import config as config_lib, systems
+  cfg = config_lib.default()
+  name = case['system']
+  if name in systems.MOLECULES or name.lower() in (m.lower() for m in systems.MOLECULES):
+    cfg.system.molecule = name
+  else:
+    cfg.system.atom = name
+  net = NETWORKS[case['network']]
+  cfg.network.ferminet.hidden_dims = net['hidden_dims']
+  cfg.network.determinants = net['determinants']
+  cfg.batch_size = case['batch_size']
+  cfg.optim.optimizer = case['optimizer']
+  cfg.optim.laplacian = case['laplacian']
+  cfg.optim.local_energy_chunk_size = case['chunk']
+  cfg.mcmc.steps = case['mcmc_steps']
+  cfg.pretrain.method = 'none'
+  cfg.debug.seed = 7
+  return cfg
+
+
+def _timed(fn, *args) -> float:
+  import jax
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
+def _peak_memory_gb() -> float:
+  import jax
+  device = jax.local_devices()[0]
+  if device.platform != 'cpu':
+    stats = device.memory_stats() or {}
+    return stats.get('peak_bytes_in_use', 0) / 1e9
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def run_case(case: dict) -> dict:
+  """One case in this process: compile, then time `iterations` full iterations."""
+  import jax
+  from vmc import config as config_lib, networks, parallel, train
+
+  spec = config_lib.resolve(make_config(case))
+  network, batch_logabs, trainer = train.build(spec)
+  state = train.init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(7))
+  state = train.with_opt_state(state, trainer)
+  state = trainer.burn_in(state, 5)  # walkers off their initial Gaussians
+  start = time.perf_counter()
+  state, stats = trainer.step(state)
+  jax.block_until_ready((state, stats))
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(case['iterations']):
+    start = time.perf_counter()
+    state, stats = trainer.step(state)
+    jax.block_until_ready((state, stats))
+    times.append(time.perf_counter() - start)
+  result = dict(
+      system=case['system'], electrons=spec.system.n_electrons,
+      batch=case['batch_size'], network=case['network'],
+      params=networks.count_parameters(parallel.first(state.params)),
+      laplacian=case['laplacian'], optimizer=case['optimizer'], chunk=case['chunk'],
+      devices=jax.device_count(), platform=jax.devices()[0].platform,
+      s_per_iter=statistics.median(times), compile_s=compile_s,
+      energy=float(parallel.first(stats.energy)))
+  if case['profile']:
+    from vmc import hamiltonian, mcmc
+    local_energy = hamiltonian.make_local_energy(
+        network.logabs, spec.system, case['laplacian'], network.laplacian)
+    p_energy = parallel.pmap(train.batched_local_energy(local_energy, case['chunk']))
+    sampling_logabs = jax.vmap(network.sampling_logabs or network.logabs, in_axes=(None, 0))
+    mcmc_step = mcmc.make_mcmc_step(sampling_logabs, spec.cfg.mcmc.steps)
+    p_mcmc = parallel.pmap(lambda p, w, k, s: mcmc_step(p, w, k, s))
+    args = (state.params, state.walkers, state.key, state.width)
+    _timed(p_mcmc, *args), _timed(p_energy, state.params, state.walkers.x)  # compile
+    t_mcmc = statistics.median(_timed(p_mcmc, *args) for _ in range(3))
+    t_energy = statistics.median(_timed(p_energy, state.params, state.walkers.x)
+                                 for _ in range(3))
+    result.update(mcmc_s=t_mcmc, local_energy_s=t_energy,
+                  optimizer_s=result['s_per_iter'] - t_mcmc - t_energy)
+  result['peak_memory_gb'] = _peak_memory_gb()
+  return result
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--system', default='He,Li,LiH,Be,N2')
+  parser.add_argument('--network', default='small,default')
+  parser.add_argument('--laplacian', default='loop,forward')
+  parser.add_argument('--optimizer', default='kfac')
+  parser.add_argument('--batch_size', type=int, default=256)
+  parser.add_argument('--iterations', type=int, default=10, help='timed, after compiling')
+  parser.add_argument('--rounds', type=int, default=1, help='repeats of every case')
+  parser.add_argument('--mcmc_steps', type=int, default=10)
+  parser.add_argument('--chunk', type=int, default=0, help='optim.local_energy_chunk_size')
+  parser.add_argument('--profile', action='store_true',
+                      help='also time MCMC and the local energy alone')
+  parser.add_argument('--output', help='also append the JSON lines to this file')
+  parser.add_argument('--case', help=argparse.SUPPRESS)  # internal: run one case here
+  args = parser.parse_args(argv)
+
+  if args.case:
+    print(json.dumps(run_case(json.loads(args.case))), flush=True)
+    return 0
+
+  cases = [dict(system=s, network=n, laplacian=l, optimizer=args.optimizer,
+                batch_size=args.batch_size, iterations=args.iterations,
+                mcmc_steps=args.mcmc_steps, chunk=args.chunk, profile=args.profile)
+           for s in args.system.split(',') for n in args.network.split(',')
+           for l in args.laplacian.split(',')]
+  runs = [[] for _ in cases]
+  for _ in range(args.rounds):
+    for case, results in zip(cases, runs):
+      proc = subprocess.run([sys.executable, __file__, '--case', json.dumps(case)],
+                            capture_output=True, text=True)
+      if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ['no output']
+        print(f'benchmark case {case["system"]}/{case["network"]}/{case["laplacian"]} '
+              f'failed: {tail[0]}', file=sys.stderr)
+        return 1
+      results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  for case, results in zip(cases, runs):
+    per_round = [r['s_per_iter'] for r in results]
+    out = dict(results[0])
+    out.update(
+        s_per_iter=round(statistics.median(per_round), 4),
+        s_per_iter_min=round(min(per_round), 4), s_per_iter_max=round(max(per_round), 4),
+        rounds=len(results), iterations=case['iterations'],
+        compile_s=round(statistics.median(r['compile_s'] for r in results), 2),
+        peak_memory_gb=round(max(r['peak_memory_gb'] for r in results), 3),
+        walker_steps_per_s=round(
+            case['batch_size'] * case['mcmc_steps'] / statistics.median(per_round), 1))
+    for key in ('mcmc_s', 'local_energy_s', 'optimizer_s'):
+      if key in out:
+        out[key] = round(statistics.median(r[key] for r in results), 4)
+    out['energy'] = round(out['energy'], 5)
+    line = json.dumps(out)
+    print(line, flush=True)
+    if args.output:
+      with open(args.output, 'a') as f:
+        f.write(line + '\n')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  sys.exit(main())
