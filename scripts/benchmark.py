@@ -10,8 +10,9 @@ iteration, compile seconds (first iteration), peak memory (host RSS on CPU, devi
 GPU) and walker-steps per second (batch * mcmc.steps / s). --profile also times the
 Metropolis sampling and the local energy alone; the optimizer's share is the remainder.
 Systems: atoms by symbol (He, Li, Be, C, N, O, Ne, ...) and molecules from
-vmc.systems.MOLECULES (H2, LiH, N2, ...). Networks: `small` is the quickstart network
-(2 layers (32, 8), 4 determinants), `default` the production one (4 layers (256, 32), 16).
+vmc.systems.MOLECULES (H2, LiH, N2, ...). Networks: `small` is the quickstart FermiNet
+(2 layers (32, 8), 4 determinants), `default` the production one (4 layers (256, 32), 16);
+`psiformer_small` and `psiformer` are configs/psiformer/{small,default}.py's networks.
 On GPU clusters run it on one node with the devices you want (CUDA_VISIBLE_DEVICES);
 the batch is split over all local devices.
 """
@@ -27,9 +28,13 @@ import subprocess
 import sys
 import time
 
-NETWORKS = {
-    'small': dict(hidden_dims=((32, 8), (32, 8)), determinants=4),
-    'default': dict(hidden_dims=((256, 32),) * 4, determinants=16),
+NETWORKS = {  # config overrides under `network`
+    'small': {'ferminet.hidden_dims': ((32, 8), (32, 8)), 'determinants': 4},
+    'default': {'ferminet.hidden_dims': ((256, 32),) * 4, 'determinants': 16},
+    'psiformer_small': {'network_type': 'psiformer', 'determinants': 4,
+                        'psiformer.num_layers': 2, 'psiformer.heads_dim': 16,
+                        'psiformer.mlp_hidden_dims': (64,)},
+    'psiformer': {'network_type': 'psiformer'},  # as published: 4 layers, 4 x 64, 16 dets
 }
 
 
@@ -41,9 +46,12 @@ def make_config(case: dict):
     cfg.system.molecule = name
   else:
     cfg.system.atom = name
-  net = NETWORKS[case['network']]
-  cfg.network.ferminet.hidden_dims = net['hidden_dims']
-  cfg.network.determinants = net['determinants']
+  for key, value in NETWORKS[case['network']].items():
+    node = cfg.network
+    *path, last = key.split('.')
+    for part in path:
+      node = node[part]
+    node[last] = value
   cfg.batch_size = case['batch_size']
   cfg.optim.optimizer = case['optimizer']
   cfg.optim.laplacian = case['laplacian']

@@ -31,3 +31,22 @@ def tiny_config(atom='He', optimizer='kfac', **overrides):
 @pytest.fixture
 def make_tiny_config():
   return tiny_config
+
+
+# Every network option, tiny: (name, config overrides). Tests of antisymmetry, Laplacians
+# and training run over these.
+TINY_PSIFORMER = {'network.network_type': 'psiformer', 'network.psiformer.num_layers': 2,
+                  'network.psiformer.num_heads': 2, 'network.psiformer.heads_dim': 4,
+                  'network.psiformer.mlp_hidden_dims': (8,)}
+NETWORK_VARIANTS = [
+    ('ferminet', {}),
+    ('ferminet_shared_isotropic_jastrow', {'network.envelope_shared': True,
+                                           'network.jastrow': 'simple_ee'}),
+    ('ferminet_diagonal', {'network.envelope_type': 'diagonal'}),
+    ('ferminet_shared_diagonal', {'network.envelope_type': 'diagonal',
+                                  'network.envelope_shared': True}),
+    ('psiformer', TINY_PSIFORMER),
+    ('psiformer_diagonal_no_norm_raw_inputs', {
+        **TINY_PSIFORMER, 'network.envelope_type': 'diagonal', 'network.jastrow': 'none',
+        'network.psiformer.use_layer_norm': False, 'network.psiformer.rescale_inputs': False}),
+]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
+from conftest import NETWORK_VARIANTS
 from vmc import hamiltonian, networks, systems, train
 from vmc import config as config_lib
 
@@ -18,8 +19,8 @@ CASES = [
 ]
 
 
-def _random_net(system, full_det, make_tiny_config, dtype):
-  cfg = make_tiny_config(**{'network.full_det': full_det})
+def _random_net(system, full_det, make_tiny_config, dtype, **overrides):
+  cfg = make_tiny_config(**{'network.full_det': full_det, **overrides})
   # Three layers, with residual connections in both streams and a width change.
   cfg.network.ferminet.hidden_dims = ((12, 4), (12, 4), (12, 6))
   net = networks.make_network(system, cfg)
@@ -43,6 +44,30 @@ def test_forward_laplacian_matches_loop_in_float64(kwargs, full_det, make_tiny_c
     lap, grad = jax.jit(jax.vmap(net.laplacian, in_axes=(None, 0)))(params, x)
     np.testing.assert_allclose(lap, lap_ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('variant, full_det', [
+    (v, i % 2 == 0) for i, (_, v) in enumerate(NETWORK_VARIANTS[1:])],
+    ids=[name for name, _ in NETWORK_VARIANTS[1:]])
+def test_every_network_option_has_the_exact_laplacian(variant, full_det, make_tiny_config):
+  """Method 'forward' (FermiNet's own, or folx for the Psiformer) against the loop, float64."""
+  system = systems.make_system(molecule='LiH')
+  with enable_x64(True):
+    net, params = _random_net(system, full_det, make_tiny_config, jnp.float64, **variant)
+    x = 1.3 * jax.random.normal(jax.random.PRNGKey(2), (3, 12), jnp.float64)
+    f = lambda p, y: net.logabs(p, y)
+    loop = jax.vmap(lambda y: hamiltonian.laplacian_loop(lambda z: f(params, z), y))
+    lap_ref, grad_ref = jax.jit(loop)(x)
+    if net.laplacian is not None:
+      forward = lambda y: net.laplacian(params, y)
+    else:
+      forward = lambda y: hamiltonian.laplacian_folx(lambda z: f(params, z), y)
+    lap, grad = jax.jit(jax.vmap(forward))(x)
+    np.testing.assert_allclose(lap, lap_ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-9)
+    if net.sampling_logabs is not None:
+      np.testing.assert_allclose(jax.vmap(lambda y: net.sampling_logabs(params, y))(x),
+                                 jax.vmap(lambda y: f(params, y))(x), rtol=1e-12)
 
 
 def test_float32_methods_are_exact_to_round_off(make_tiny_config):
@@ -91,15 +116,14 @@ def test_sampling_logabs_equals_the_module(full_det, make_tiny_config):
                              atol=1e-5)
 
 
-def test_kfac_runs_the_same_with_every_laplacian(tmp_path, make_tiny_config):
+def test_kfac_runs_the_same_with_both_laplacians(tmp_path, make_tiny_config):
   """Under jit, pmap and kfac-jax's compiled step: the first energy (same walkers, same
   parameters) agrees to round-off, and the runs stay together afterwards."""
   energies = {}
-  for method in hamiltonian.METHODS:
+  for method in ('loop', 'forward'):  # folx: exact to round-off in the tests above
     cfg = make_tiny_config('Li', 'kfac', **{'optim.laplacian': method, 'optim.iterations': 4})
     cfg.log.save_path = str(tmp_path / method)
     energies[method] = train.run(config_lib.resolve(cfg)).energies
-  for method in ('forward', 'folx'):
-    assert abs(energies[method][0] - energies['loop'][0]) < 1e-5 * abs(energies['loop'][0])
-    np.testing.assert_allclose(energies[method], energies['loop'], rtol=1e-3)
+  assert abs(energies['forward'][0] - energies['loop'][0]) < 1e-5 * abs(energies['loop'][0])
+  np.testing.assert_allclose(energies['forward'], energies['loop'], rtol=1e-3)
   assert energies['loop'][-1] != energies['loop'][0]  # the parameters did move

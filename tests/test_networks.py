@@ -3,15 +3,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import NETWORK_VARIANTS
 from vmc import networks, systems
-from vmc.networks import ferminet
+from vmc.networks import orbitals
 
 
-def _net(system, make_tiny_config, full_det):
-  cfg = make_tiny_config(**{'network.full_det': full_det, 'network.determinants': 3})
+def _net(system, make_tiny_config, full_det, **overrides):
+  cfg = make_tiny_config(**{'network.full_det': full_det, 'network.determinants': 3,
+                            **overrides})
   net = networks.make_network(system, cfg)
   params = net.init(jax.random.PRNGKey(1))
-  return net, params
+  # Envelope and Jastrow parameters start at 1: perturb them so that no option is trivial.
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+  leaves = [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
+  return net, jax.tree_util.tree_unflatten(tree, leaves)
 
 
 def _swap(x, i, j):
@@ -25,8 +31,10 @@ def _swap(x, i, j):
     systems.make_system(atom='C'),  # (4, 2)
     systems.make_system(molecule='LiH'),  # (2, 2)
 ])
-def test_antisymmetric_under_same_spin_exchange(system, full_det, make_tiny_config):
-  net, params = _net(system, make_tiny_config, full_det)
+@pytest.mark.parametrize('variant', [v for _, v in NETWORK_VARIANTS],
+                         ids=[name for name, _ in NETWORK_VARIANTS])
+def test_antisymmetric_under_same_spin_exchange(system, full_det, variant, make_tiny_config):
+  net, params = _net(system, make_tiny_config, full_det, **variant)
   x = jax.random.normal(jax.random.PRNGKey(2), (system.n_electrons * 3,))
   sign, logabs = net.apply(params, x)
   n_up = system.electrons[0]
@@ -36,9 +44,11 @@ def test_antisymmetric_under_same_spin_exchange(system, full_det, make_tiny_conf
     np.testing.assert_allclose(logabs_p, logabs, rtol=1e-5, atol=1e-5)
 
 
-def test_opposite_spin_exchange_is_not_a_symmetry(make_tiny_config):
+@pytest.mark.parametrize('variant', [v for _, v in NETWORK_VARIANTS],
+                         ids=[name for name, _ in NETWORK_VARIANTS])
+def test_opposite_spin_exchange_is_not_a_symmetry(variant, make_tiny_config):
   system = systems.make_system(atom='Be')
-  net, params = _net(system, make_tiny_config, True)
+  net, params = _net(system, make_tiny_config, True, **variant)
   x = jax.random.normal(jax.random.PRNGKey(3), (12,))
   _, a = net.apply(params, x)
   _, b = net.apply(params, _swap(x, 0, 2))
@@ -56,20 +66,73 @@ def test_orbitals_shapes(make_tiny_config):
 def test_logdet_sum_is_stable_and_exact():
   signs = jnp.array([1.0, -1.0, 1.0])
   logdets = jnp.array([200.0, 199.0, 150.0])  # exp() would overflow float32
-  sign, log = ferminet.logdet_sum(signs, logdets)
+  sign, log = orbitals.logdet_sum(signs, logdets)
   expected = 200.0 + np.log(1 - np.exp(-1.0) + np.exp(-50.0))
   assert float(sign) == 1.0
   np.testing.assert_allclose(log, expected, rtol=1e-6)
-  sign, log = ferminet.logdet_sum(jnp.array([-1.0, 1.0]), jnp.array([3.0, 1.0]))
+  sign, log = orbitals.logdet_sum(jnp.array([-1.0, 1.0]), jnp.array([3.0, 1.0]))
   assert float(sign) == -1.0
   np.testing.assert_allclose(log, np.log(np.exp(3.0) - np.exp(1.0)), rtol=1e-6)
 
 
-def test_spin_polarized_atom_has_no_down_block(make_tiny_config):
+@pytest.mark.parametrize('variant', [v for _, v in NETWORK_VARIANTS],
+                         ids=[name for name, _ in NETWORK_VARIANTS])
+def test_spin_polarized_atom_has_no_down_block(variant, make_tiny_config):
   system = systems.make_system(atom='Li', electrons=(3, 0))
-  net, params = _net(system, make_tiny_config, False)
+  net, params = _net(system, make_tiny_config, False, **variant)
   x = jax.random.normal(jax.random.PRNGKey(4), (9,))
   sign, logabs = net.apply(params, x)
   assert np.isfinite(float(logabs))
   sign_p, _ = net.apply(params, _swap(x, 1, 2))
   assert float(sign_p) == -float(sign)
+
+
+def test_envelope_options_change_the_parameter_shapes(make_tiny_config):
+  system = systems.make_system(molecule='LiH')  # 2 atoms, (2, 2) electrons, 4 orbitals
+  shapes = {}
+  for kind in ('isotropic', 'diagonal'):
+    for shared in (False, True):
+      net, params = _net(system, make_tiny_config, True, **{
+          'network.envelope_type': kind, 'network.envelope_shared': shared})
+      env = params['params']['envelope_0']
+      shapes[kind, shared] = (env['pi'].shape, env['sigma'].shape)
+  assert shapes['isotropic', False] == ((2, 12), (2, 12))  # 3 determinants x 4 orbitals
+  assert shapes['isotropic', True] == ((2, 4), (2, 4))
+  assert shapes['diagonal', False] == ((2, 12), (2, 3, 12))
+  assert shapes['diagonal', True] == ((2, 4), (2, 3, 4))
+
+
+def test_diagonal_envelope_with_equal_axes_is_the_isotropic_one(make_tiny_config):
+  """sigma the same on x, y, z: exp(-|sigma (r - R)|) = exp(-sigma |r - R|)."""
+  system = systems.make_system(molecule='LiH')
+  iso, p_iso = _net(system, make_tiny_config, True)
+  diag, p_diag = _net(system, make_tiny_config, True, **{'network.envelope_type': 'diagonal'})
+  for spin in ('envelope_0', 'envelope_1'):
+    sigma = p_iso['params'][spin]['sigma']
+    p_diag['params'][spin] = {'pi': p_iso['params'][spin]['pi'],
+                              'sigma': jnp.repeat(sigma[:, None, :], 3, axis=1)}
+  x = jax.random.normal(jax.random.PRNGKey(8), (12,))
+  np.testing.assert_allclose(diag.apply(p_diag, x)[1], iso.apply(p_iso, x)[1], rtol=1e-6)
+
+
+def test_shared_envelope_is_the_same_in_every_determinant(make_tiny_config):
+  system = systems.make_system(atom='Li')
+  net, params = _net(system, make_tiny_config, True, **{'network.envelope_shared': True})
+  x = jax.random.normal(jax.random.PRNGKey(9), (9,))
+  # Same orbital weights in every determinant: then the determinants coincide too.
+  for spin in ('orbitals_0', 'orbitals_1'):
+    w = params['params'][spin]['kernel']
+    params['params'][spin]['kernel'] = jnp.tile(w[:, :3], (1, 3))
+  blocks = net.orbitals(params, x)
+  for block in blocks:
+    np.testing.assert_allclose(block[1], block[0], rtol=1e-6)
+    np.testing.assert_allclose(block[2], block[0], rtol=1e-6)
+
+
+def test_jastrow_default_is_simple_ee_for_psiformer_only(make_tiny_config):
+  from conftest import TINY_PSIFORMER
+  assert networks.jastrow_type(make_tiny_config().network) == 'none'
+  assert networks.jastrow_type(make_tiny_config(**TINY_PSIFORMER).network) == 'simple_ee'
+  system = systems.make_system(atom='He')
+  _, params = _net(system, make_tiny_config, True, **TINY_PSIFORMER)
+  assert set(params['params']['jastrow']) == {'ee_par', 'ee_anti'}

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import NETWORK_VARIANTS, TINY_PSIFORMER
 from vmc import analysis, checkpoint, config as config_lib, parallel, train, writers
 
 
@@ -47,6 +48,36 @@ def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config
   step, restored = checkpoint.load(path, expected)
   for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(expected)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_kfac_lowers_helium_energy_with_the_psiformer(tmp_path, make_tiny_config):
+  cfg = make_tiny_config('He', 'kfac', batch_size=128, **TINY_PSIFORMER)
+  cfg.optim.iterations = 80
+  e = _run(cfg, tmp_path, 'psiformer').energies
+  assert np.all(np.isfinite(e))
+  assert e[-10:].mean() < e[:5].mean() - 0.2, (e[:5], e[-10:])
+  assert e[-10:].mean() > -2.95
+
+
+# The plain FermiNet and Psiformer train in the tests above.
+OTHER_VARIANTS = [(n, v) for n, v in NETWORK_VARIANTS if n not in ('ferminet', 'psiformer')]
+
+
+@pytest.mark.parametrize('variant', [v for _, v in OTHER_VARIANTS],
+                         ids=[name for name, _ in OTHER_VARIANTS])
+def test_kfac_steps_every_network_option(variant, tmp_path, make_tiny_config):
+  cfg = make_tiny_config('Li', 'kfac', **variant)
+  cfg.optim.iterations = 4
+  result = _run(cfg, tmp_path, 'run')
+  assert np.all(np.isfinite(result.energies))
+  assert [int(r['rejected']) for r in _rows(result.save_path)] == [0] * 4
+  network, _, _ = train.build(config_lib.resolve(cfg))
+  k_params = jax.random.split(jax.random.PRNGKey(train.seed_of(cfg)), 3)[0]  # as init_state
+  initial = network.init(k_params)
+  final = parallel.first(result.final_state.params)
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(initial),
+                                                 jax.tree_util.tree_leaves(final))]
+  assert all(moved), 'KFAC left some parameters untouched'
 
 
 def test_adam_lowers_helium_energy(tmp_path, make_tiny_config):

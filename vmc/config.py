@@ -13,7 +13,8 @@ import json
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from vmc import hamiltonian, systems
+from vmc import hamiltonian, networks, systems
+from vmc.networks import envelopes, jastrows
 from vmc.errors import ConfigError
 
 OPTIMIZERS = ('kfac', 'adam', 'none')
@@ -32,14 +33,28 @@ def default() -> ml_collections.ConfigDict:
           'electrons': placeholder(tuple),  # (n_up, n_down); overrides charge and spin
       },
       'network': {
-          'network_type': 'ferminet',
+          'network_type': 'ferminet',  # 'ferminet' or 'psiformer'
           'determinants': 16,
           'full_det': True,  # dense N x N determinants; False: spin-block determinants
+          # 'isotropic': exp(-sigma |r - R|); 'diagonal': exp(-|sigma * (r - R)|), sigma a
+          # 3-vector per nucleus and orbital.
           'envelope_type': 'isotropic',
+          'envelope_shared': False,  # True: one envelope per orbital for all determinants
           'bias_orbitals': False,
+          # 'simple_ee' (electron-electron cusp), 'none', or 'default': simple_ee for the
+          # Psiformer, none for FermiNet.
+          'jastrow': 'default',
           'ferminet': {
               # (one-electron width, two-electron width) per layer.
               'hidden_dims': ((256, 32), (256, 32), (256, 32), (256, 32)),
+          },
+          'psiformer': {  # as published (von Glehn et al. 2023)
+              'num_layers': 4,
+              'num_heads': 4,
+              'heads_dim': 64,  # attention width = num_heads * heads_dim
+              'mlp_hidden_dims': (256,),
+              'use_layer_norm': True,
+              'rescale_inputs': True,  # electron-nucleus distances as log(1 + r)
           },
       },
       'optim': {
@@ -175,6 +190,27 @@ def _positive_int(value, key):
   return value
 
 
+def _one_of(value, allowed, key):
+  if value not in allowed:
+    raise ConfigError(f'{key}={value!r} is not known; use one of {", ".join(allowed)}')
+
+
+def _check_network(net: ml_collections.ConfigDict) -> None:
+  _one_of(net.network_type, networks.TYPES, 'network.network_type')
+  _one_of(net.envelope_type, envelopes.TYPES, 'network.envelope_type')
+  _one_of(net.jastrow, ('default',) + jastrows.TYPES, 'network.jastrow')
+  p = net.psiformer
+  for key in ('num_layers', 'num_heads', 'heads_dim'):
+    _positive_int(p[key], f'network.psiformer.{key}')
+  try:
+    ok = all(int(w) == w and w > 0 for w in p.mlp_hidden_dims)
+  except TypeError:
+    ok = False
+  if not ok:
+    raise ConfigError(f'network.psiformer.mlp_hidden_dims={p.mlp_hidden_dims!r} must be a list '
+                      'of positive widths, e.g. (256,)')
+
+
 def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   """Validates the config and resolves the system; raises ConfigError with the fix."""
   s = cfg.system
@@ -192,12 +228,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   if cfg.optim.optimizer not in OPTIMIZERS:
     raise ConfigError(f'optim.optimizer={cfg.optim.optimizer!r} is not known; use one of '
                       f'{", ".join(OPTIMIZERS)}')
-  if cfg.network.network_type != 'ferminet':
-    raise ConfigError(f'network.network_type={cfg.network.network_type!r} is not known; '
-                      "use 'ferminet'")
-  if cfg.network.envelope_type != 'isotropic':
-    raise ConfigError(f'network.envelope_type={cfg.network.envelope_type!r} is not known; '
-                      "use 'isotropic'")
+  _check_network(cfg.network)
   if cfg.optim.laplacian not in hamiltonian.METHODS:
     raise ConfigError(f'optim.laplacian={cfg.optim.laplacian!r} is not known; use one of '
                       f'{", ".join(hamiltonian.METHODS)}')

@@ -6,8 +6,8 @@ One walker in, (sign, log|psi|) out:
   h_ij^0 = [r_i - r_j, |r_i - r_j|]            two-electron stream, (n, n, 4)
   f_i^l  = [h_i, <h_j>_up, <h_j>_down, <h_ij>_{j up}, <h_ij>_{j down}]
   h_i^{l+1} = tanh(W f_i^l + b) (+ h_i^l when widths match), likewise h_ij with V
-  phi_k^d(r_i) = (w_k^d . h_i^L) env_k^d(r_i),   one weight set per spin
-  psi = sum_d det[phi^d]                          (dense N x N, or up block x down block)
+  psi = exp(J) sum_d det[phi^d(h^L)]              orbitals, envelopes, determinants and
+                                                  the optional Jastrow: networks/orbitals.py
 
 Permuting two same-spin electrons permutes the rows of every orbital matrix (all stream
 features are permutation-equivariant), so psi changes sign: antisymmetry by construction.
@@ -20,14 +20,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vmc.networks import envelopes
-
-
-def logdet_sum(signs: jnp.ndarray, logdets: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(sign, log|sum_d sign_d exp(logdet_d)|) over the last axis, stable in log domain."""
-  shift = jnp.max(logdets, axis=-1, keepdims=True)
-  total = jnp.sum(signs * jnp.exp(logdets - shift), axis=-1)
-  return jnp.sign(total), jnp.log(jnp.abs(total)) + shift[..., 0]
+from vmc.networks import orbitals as orbitals_lib
 
 
 def features(x: jnp.ndarray, atoms: jnp.ndarray):
@@ -52,10 +45,7 @@ class FermiNet(nn.Module):
   atoms: tuple[tuple[float, float, float], ...]  # bohr
   nspins: tuple[int, int]
   hidden_dims: Sequence[tuple[int, int]]
-  determinants: int
-  full_det: bool = True
-  envelope_type: str = 'isotropic'
-  bias_orbitals: bool = False
+  head: orbitals_lib.HeadOptions
 
   def _mean_field(self, h1: jnp.ndarray, h2: jnp.ndarray) -> jnp.ndarray:
     """f_i: own features, spin-resolved means of one- and two-electron features."""
@@ -69,11 +59,8 @@ class FermiNet(nn.Module):
     return jnp.concatenate(parts, axis=-1)
 
   @nn.compact
-  def orbitals(self, x: jnp.ndarray) -> list[jnp.ndarray]:
-    """Orbital matrices, one per spin block: (determinants, n_s, n_orbitals).
-
-    Dense determinants: two blocks (n_up, N) and (n_down, N) stacked later into N x N.
-    """
+  def __call__(self, x: jnp.ndarray, orbitals_only: bool = False):
+    """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`)."""
     atoms = jnp.asarray(self.atoms)
     ae, r_ae, ee, r_ee = features(x, atoms)
     n = r_ae.shape[0]
@@ -87,31 +74,12 @@ class FermiNet(nn.Module):
       if layer < n_layers - 1:  # the last two-electron layer would feed nothing
         new_h2 = jnp.tanh(nn.Dense(width2, name=f'two_electron_{layer}')(h2))
         h2 = new_h2 + h2 if new_h2.shape == h2.shape else new_h2
+    blocks = orbitals_lib.orbital_blocks(h1, ae, r_ae, self.nspins, self.head)
+    if orbitals_only:
+      return blocks
+    sign, logabs = orbitals_lib.log_determinants(blocks, self.head.full_det)
+    return sign, logabs + orbitals_lib.jastrow(x, self.nspins, self.head.jastrow)
 
-    n_electrons = sum(self.nspins)
-    blocks = []
-    start = 0
-    for spin, n_s in enumerate(self.nspins):
-      if n_s == 0:
-        continue
-      n_orb = n_electrons if self.full_det else n_s
-      h = h1[start:start + n_s]
-      orb = nn.Dense(self.determinants * n_orb, use_bias=self.bias_orbitals,
-                     name=f'orbitals_{spin}')(h)
-      env = envelopes.ENVELOPES[self.envelope_type](
-          self.determinants * n_orb, name=f'envelope_{spin}')(r_ae[start:start + n_s])
-      orb = (orb * env).reshape(n_s, self.determinants, n_orb)
-      blocks.append(jnp.transpose(orb, (1, 0, 2)))
-      start += n_s
-    return blocks
-
-  def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    blocks = self.orbitals(x)
-    if self.full_det:
-      sign, logdet = jnp.linalg.slogdet(jnp.concatenate(blocks, axis=1))
-    else:
-      sign, logdet = 1.0, 0.0
-      for block in blocks:
-        s, ld = jnp.linalg.slogdet(block)
-        sign, logdet = sign * s, logdet + ld
-    return logdet_sum(sign, logdet)
+  def orbitals(self, x: jnp.ndarray) -> list[jnp.ndarray]:
+    """Orbital matrices, one per spin channel: (determinants, n_s, n_orbitals)."""
+    return self(x, orbitals_only=True)

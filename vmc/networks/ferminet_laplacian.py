@@ -17,8 +17,9 @@ The speed comes from the network's structure, used here explicitly:
   their part of W f_i is computed once per walker, not once per electron.
 Only the one-electron stream from layer 1 on has a dense (3N) Jacobian.
 
-This mirrors `ferminet.FermiNet` and reads its parameters; `tests/test_laplacian.py` checks
-it against the loop of jvps for atoms, molecules and both determinant modes.
+This mirrors `ferminet.FermiNet` (with every envelope option and the simple_ee Jastrow) and
+reads its parameters; `tests/test_laplacian.py` checks it against the loop of jvps for
+atoms, molecules, both determinant modes, every envelope and the Jastrow.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from vmc.networks import ferminet
+from vmc.networks import envelopes, ferminet, jastrows
 
 
 class Dense(NamedTuple):
@@ -135,16 +136,6 @@ def _two_electron_layer(h2: Pair, kernel, bias) -> Pair:
   return Pair(t, t_ji, t_jj, t_l)
 
 
-def _envelope(ae, r_ae, pi, sigma):
-  """Isotropic envelope sum_I pi exp(-sigma r_iI): value (n, K), own Jacobian (3, n, K), lap."""
-  e = pi[None] * jnp.exp(-r_ae[:, :, None] * sigma[None])  # (n, A, K)
-  unit = ae / r_ae[..., None]  # (n, A, 3)
-  v = jnp.sum(e, axis=1)
-  j = -jnp.einsum('iak,iac->cik', e * sigma[None], unit)
-  l = jnp.sum(e * (sigma[None] ** 2 - 2.0 * sigma[None] / r_ae[:, :, None]), axis=1)
-  return v, j, l
-
-
 def _slogdet_laplacian(a: jnp.ndarray, a_j: jnp.ndarray, a_l: jnp.ndarray):
   """sign, log|det A|, its gradient (D, 3N) and Laplacian (D,) for A (D, m, m), with
   a_j (D, 3N, m, m) and a_l (D, m, m).
@@ -206,21 +197,23 @@ def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
   if local:  # no layers at all
     h1_j = _embed_local(h1_j)
 
-  k_det = module.determinants
+  opts = module.head
+  k_det = opts.determinants
   blocks = []
   for spin, (n_s, lo) in enumerate(((n_up, 0), (n_down, n_up))):
     if n_s == 0:
       continue
-    n_orb = n if module.full_det else n_s
+    n_orb = n if opts.full_det else n_s
     orb_p = p[f'orbitals_{spin}']
     w = orb_p['kernel']
     o_v = h1_v[lo:lo + n_s] @ w
-    if module.bias_orbitals:
+    if opts.bias_orbitals:
       o_v = o_v + orb_p['bias']
     o_j = h1_j[:, :, lo:lo + n_s] @ w
     o_l = h1_l[lo:lo + n_s] @ w
     env_p = p[f'envelope_{spin}']
-    e_v, e_j, e_l = _envelope(ae[lo:lo + n_s], r_ae[lo:lo + n_s], env_p['pi'], env_p['sigma'])
+    e_v, e_j, e_l = envelopes.derivatives(ae[lo:lo + n_s], r_ae[lo:lo + n_s], env_p,
+                                          opts.envelope_type, opts.envelope_shared, k_det)
     own = jnp.eye(n, n_s, k=-lo, dtype=x.dtype)  # own[lo + i, i] = 1
     own_o_j = jnp.einsum('ki,kcif->cif', own, o_j)  # d orbital_i / d r_i: (3, n_s, K)
     v = o_v * e_v
@@ -232,7 +225,7 @@ def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
                    jnp.transpose(j.reshape((n * 3,) + shape), (2, 0, 1, 3)),
                    jnp.transpose(l.reshape(shape), (1, 0, 2))))
 
-  if module.full_det:
+  if opts.full_det:
     parts = [tuple(jnp.concatenate(z, axis=-2) for z in zip(*blocks))]
   else:
     parts = blocks
@@ -247,5 +240,11 @@ def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
   grad_psi = weights @ grad
   lap_psi = jnp.sum(weights * (lap + jnp.sum(grad * grad, axis=-1)))
   total = jnp.sum(terms)
-  return (jnp.sign(total), jnp.log(jnp.abs(total)) + shift,
-          lap_psi - jnp.sum(grad_psi * grad_psi), grad_psi)
+  sign, logabs = jnp.sign(total), jnp.log(jnp.abs(total)) + shift
+  lap_log = lap_psi - jnp.sum(grad_psi * grad_psi)
+  if opts.jastrow == 'simple_ee':  # log|psi| = J + log|sum_d det_d|: derivatives add up
+    jp = p['jastrow']
+    j_v, j_grad, j_lap = jastrows.simple_ee_derivatives(x, module.nspins, jp['ee_par'][0],
+                                                        jp['ee_anti'][0])
+    logabs, grad_psi, lap_log = logabs + j_v, grad_psi + j_grad, lap_log + j_lap
+  return sign, logabs, lap_log, grad_psi

@@ -1,0 +1,51 @@
+"""Every shipped config file loads, validates, and builds the network it names."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from vmc import config as config_lib, networks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FILES = sorted(glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location('cfg', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize('path', FILES, ids=[os.path.relpath(f, ROOT) for f in FILES])
+def test_config_file_resolves(path):
+  cfg = _load(path)
+  spec = config_lib.resolve(cfg)
+  module = networks.make_module(spec.system, cfg)
+  expected = 'psiformer' if f'{os.sep}psiformer{os.sep}' in path else 'ferminet'
+  assert cfg.network.network_type == expected
+  assert type(module).__name__.lower() == expected
+
+
+def test_psiformer_presets_differ_in_size():
+  small = _load(os.path.join(ROOT, 'configs', 'psiformer', 'small.py'))
+  default = _load(os.path.join(ROOT, 'configs', 'psiformer', 'default.py'))
+  assert networks.jastrow_type(small.network) == networks.jastrow_type(default.network) == (
+      'simple_ee')
+  assert (default.network.psiformer.num_layers, default.network.psiformer.heads_dim) == (4, 64)
+  assert small.network.psiformer.heads_dim * small.network.psiformer.num_heads == 64
+
+
+@pytest.mark.parametrize('key, value, fragment', [
+    ('network_type', 'transformer', 'network.network_type'),
+    ('envelope_type', 'full', 'network.envelope_type'),
+    ('jastrow', 'pade', 'network.jastrow'),
+])
+def test_unknown_network_options_name_the_key(key, value, fragment):
+  cfg = config_lib.default()
+  cfg.system.atom = 'He'
+  cfg.network[key] = value
+  with pytest.raises(config_lib.ConfigError, match=fragment):
+    config_lib.resolve(cfg)

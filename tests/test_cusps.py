@@ -1,0 +1,67 @@
+"""Cusp conditions: where an option builds a cusp in, E_L stays bounded as particles meet.
+
+The Psiformer sees electron-nucleus features only, so its determinants are smooth where two
+electrons meet, and the simple_ee Jastrow gives psi the Kato slopes (1/2 for opposite,
+1/4 for same spins): the kinetic energy's 1/r then cancels the Coulomb 1/r. Without the
+Jastrow E_L diverges like +1/r: the check below can fail.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import enable_x64
+
+from conftest import TINY_PSIFORMER
+from vmc import hamiltonian, networks, systems
+from vmc.networks import jastrows
+
+
+def _local_energy_at_coalescence(make_tiny_config, jastrow, pair, distances):
+  system = systems.make_system(atom='Li')  # (2, 1) electrons
+  cfg = make_tiny_config(**TINY_PSIFORMER, **{'network.jastrow': jastrow})
+  with enable_x64(True):
+    net = networks.make_network(system, cfg)
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64),
+                                    net.init(jax.random.PRNGKey(0)))
+    e_l = jax.jit(hamiltonian.make_local_energy(net.logabs, system, 'loop'))
+    base = np.array([[0.7, -0.3, 0.4], [-0.9, 0.5, 0.8], [0.2, 1.1, -0.6]])
+    direction = np.array([0.6, 0.0, 0.8])
+    out = []
+    for eps in distances:
+      pos = base.copy()
+      pos[pair[1]] = pos[pair[0]] + eps * direction
+      out.append(float(e_l(params, jnp.asarray(pos.reshape(-1)))))
+  return np.array(out)
+
+
+@pytest.mark.parametrize('pair', [(0, 2), (0, 1)], ids=['opposite_spins', 'same_spins'])
+def test_psiformer_jastrow_keeps_local_energy_bounded_as_electrons_meet(pair,
+                                                                         make_tiny_config):
+  distances = [1e-2, 1e-3, 1e-4, 1e-5]
+  with_cusp = _local_energy_at_coalescence(make_tiny_config, 'simple_ee', pair, distances)
+  assert np.all(np.isfinite(with_cusp))
+  assert np.ptp(with_cusp) < 0.5, with_cusp  # converges to a finite limit
+  without = _local_energy_at_coalescence(make_tiny_config, 'none', pair, distances[-1:])
+  # Nothing cancels the Coulomb term: E_L ~ +1/r (1e5 Ha here).
+  assert without[0] > 0.5 / distances[-1], without
+
+
+def test_jastrow_derivatives_match_autodiff():
+  nspins = (3, 2)
+  with enable_x64(True):
+    x = jax.random.normal(jax.random.PRNGKey(0), (15,), jnp.float64)
+    f = lambda y: jastrows.simple_ee(y, nspins, 0.7, 1.3)
+    value, grad, lap = jastrows.simple_ee_derivatives(x, nspins, 0.7, 1.3)
+    np.testing.assert_allclose(value, f(x), rtol=1e-12)
+    np.testing.assert_allclose(grad, jax.grad(f)(x), rtol=1e-10)
+    np.testing.assert_allclose(lap, jnp.trace(jax.hessian(f)(x)), rtol=1e-10)
+
+
+def test_jastrow_slopes_are_the_kato_cusps():
+  """dJ/dr at r = 0 is 1/2 for an opposite-spin pair and 1/4 for a same-spin pair."""
+  with enable_x64(True):
+    for nspins, slope in (((1, 1), 0.5), ((2, 0), 0.25)):
+      j = lambda r: jastrows.simple_ee(jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, r]), nspins,
+                                       2.0, 2.0)
+      np.testing.assert_allclose(jax.grad(j)(1e-12), slope, rtol=1e-9)

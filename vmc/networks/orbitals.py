@@ -1,0 +1,79 @@
+"""From per-electron features to log|psi|: the part every ansatz shares.
+
+  phi_k^d(r_i) = (w_k^d . h_i) env_k^d(r_i)          one weight set per spin channel
+  psi = exp(J) sum_d det[phi^d]                      dense N x N, or up block x down block
+
+`orbital_blocks` and `jastrow` create their parameters in the calling module's scope
+(call them from inside a compact method), under names the forward Laplacian reads back:
+orbitals_<spin>, envelope_<spin>, jastrow.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vmc.networks import envelopes, jastrows
+
+
+class HeadOptions(NamedTuple):
+  """How features become orbitals and log|psi| (shared by FermiNet and Psiformer)."""
+  determinants: int
+  full_det: bool = True
+  envelope_type: str = 'isotropic'
+  envelope_shared: bool = False
+  bias_orbitals: bool = False
+  jastrow: str = 'none'
+
+
+def logdet_sum(signs: jnp.ndarray, logdets: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(sign, log|sum_d sign_d exp(logdet_d)|) over the last axis, stable in log domain."""
+  shift = jnp.max(logdets, axis=-1, keepdims=True)
+  total = jnp.sum(signs * jnp.exp(logdets - shift), axis=-1)
+  return jnp.sign(total), jnp.log(jnp.abs(total)) + shift[..., 0]
+
+
+def orbital_blocks(h: jnp.ndarray, ae: jnp.ndarray, r_ae: jnp.ndarray,
+                   nspins: tuple[int, int], opts: HeadOptions) -> list[jnp.ndarray]:
+  """Orbital matrices, one per spin channel: (determinants, n_s, n_orbitals).
+
+  h: (n, F) final electron features, up electrons first; ae (n, A, 3), r_ae (n, A).
+  Dense determinants: blocks (D, n_up, N) and (D, n_down, N), stacked later into N x N.
+  """
+  n_electrons = sum(nspins)
+  blocks = []
+  start = 0
+  for spin, n_s in enumerate(nspins):
+    if n_s == 0:
+      continue
+    n_orb = n_electrons if opts.full_det else n_s
+    own = slice(start, start + n_s)
+    orb = nn.Dense(opts.determinants * n_orb, use_bias=opts.bias_orbitals,
+                   name=f'orbitals_{spin}')(h[own])
+    env = envelopes.Envelope(opts.envelope_type, n_orb, opts.determinants,
+                             opts.envelope_shared, name=f'envelope_{spin}')(ae[own], r_ae[own])
+    orb = (orb * env).reshape(n_s, opts.determinants, n_orb)
+    blocks.append(jnp.transpose(orb, (1, 0, 2)))
+    start += n_s
+  return blocks
+
+
+def log_determinants(blocks: list[jnp.ndarray], full_det: bool):
+  """(sign, log|sum_d det_d|) from the orbital blocks."""
+  if full_det:
+    sign, logdet = jnp.linalg.slogdet(jnp.concatenate(blocks, axis=1))
+  else:
+    sign, logdet = 1.0, 0.0
+    for block in blocks:
+      s, ld = jnp.linalg.slogdet(block)
+      sign, logdet = sign * s, logdet + ld
+  return logdet_sum(sign, logdet)
+
+
+def jastrow(x: jnp.ndarray, nspins: tuple[int, int], kind: str) -> jnp.ndarray:
+  """J(x) of one walker (0 for 'none')."""
+  if kind == 'none':
+    return jnp.zeros((), x.dtype)
+  return jastrows.SimpleEE(nspins, name='jastrow')(x)
