@@ -1,7 +1,8 @@
 """Seconds per training iteration for fixed, named configurations; one JSON line per case.
 
   python scripts/benchmark.py --system N2 --network default --laplacian loop,forward \
-      --batch_size 256 --iterations 10 --rounds 3
+      --batch_size 256 --iterations 10 --rounds 3 --output results.jsonl
+  python scripts/benchmark.py --report results.jsonl     # Markdown tables, fitted exponents
 
 Every case runs in its own subprocess (so compile caches and peak memory are its own), and
 rounds go through all cases in turn, so slow drifts of the machine hit every case alike.
@@ -27,6 +28,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 NETWORKS = {  # config overrides under `network`
     'small': {'ferminet.hidden_dims': ((32, 8), (32, 8)), 'determinants': 4},
@@ -125,6 +128,44 @@ def run_case(case: dict) -> dict:
   return result
 
 
+def report(rows: list[dict]) -> str:
+  """Markdown: one line per (system, network), the methods side by side with their spread,
+  speed-up over `loop`, peak memory; then, for series of distinct electron counts (e.g.
+  He, Be, C, O, Ne), least-squares fits of log(s/iter) against log(electrons)."""
+  groups = {}
+  for r in rows:
+    groups.setdefault((r['system'], r['network'], r['batch']), {})[r['laplacian']] = r
+  methods = [m for m in ('loop', 'forward', 'folx') if any(m in g for g in groups.values())]
+  head = ['system', 'electrons', 'network', 'params', 'batch']
+  head += [f'{m} s/iter' for m in methods] + [f'{m} speed-up' for m in methods[1:]]
+  head += [f'{m} peak GB' for m in methods]
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for (system, network, batch), g in groups.items():
+    any_row = next(iter(g.values()))
+    cells = [system, str(any_row['electrons']), network, f'{any_row["params"]:,}', str(batch)]
+    for m in methods:
+      r = g.get(m)
+      cells.append(f'{r["s_per_iter"]:.4g} ({r["s_per_iter_min"]:.4g}–{r["s_per_iter_max"]:.4g})'
+                   if r else '')
+    for m in methods[1:]:
+      ok = m in g and 'loop' in g
+      cells.append(f'{g["loop"]["s_per_iter"] / g[m]["s_per_iter"]:.2f}x' if ok else '')
+    cells += [f'{g[m]["peak_memory_gb"]:.2f}' if m in g else '' for m in methods]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  by_series = {}
+  for r in rows:
+    by_series.setdefault((r['network'], r['laplacian']), []).append(r)
+  fits = []
+  for (network, method), series in by_series.items():
+    electrons = [r['electrons'] for r in series]
+    if len(set(electrons)) >= 3 and len(set(electrons)) == len(electrons):  # a size series
+      n = np.log([r['electrons'] for r in series])
+      t = np.log([r['s_per_iter'] for r in series])
+      fits.append(f'- {network}, {method}: s/iter ∝ N^{np.polyfit(n, t, 1)[0]:.2f} over '
+                  f'N = {", ".join(str(r["electrons"]) for r in series)} electrons')
+  return '\n'.join(lines + ([''] + fits if fits else []))
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--system', default='He,Li,LiH,Be,N2')
@@ -139,11 +180,18 @@ def main(argv=None):
   parser.add_argument('--profile', action='store_true',
                       help='also time MCMC and the local energy alone')
   parser.add_argument('--output', help='also append the JSON lines to this file')
+  parser.add_argument('--report', help='print Markdown tables of these JSON-lines files '
+                      '(comma-separated) instead of running anything')
   parser.add_argument('--case', help=argparse.SUPPRESS)  # internal: run one case here
   args = parser.parse_args(argv)
 
   if args.case:
     print(json.dumps(run_case(json.loads(args.case))), flush=True)
+    return 0
+  if args.report:
+    rows = [json.loads(line) for path in args.report.split(',') for line in open(path)
+            if line.strip()]
+    print(report(rows))
     return 0
 
   cases = [dict(system=s, network=n, laplacian=l, optimizer=args.optimizer,

@@ -40,7 +40,7 @@ def features(x: jnp.ndarray, atoms: jnp.ndarray):
   return ae, r_ae, ee, r_ee
 
 
-class FermiNet(nn.Module):
+class FermiNet(orbitals_lib.Ansatz):
   """FermiNet for one walker: x (n * 3,) -> (sign, log|psi|)."""
   atoms: tuple[tuple[float, float, float], ...]  # bohr
   nspins: tuple[int, int]
@@ -74,12 +74,5 @@ class FermiNet(nn.Module):
       if layer < n_layers - 1:  # the last two-electron layer would feed nothing
         new_h2 = jnp.tanh(nn.Dense(width2, name=f'two_electron_{layer}')(h2))
         h2 = new_h2 + h2 if new_h2.shape == h2.shape else new_h2
-    blocks = orbitals_lib.orbital_blocks(h1, ae, r_ae, self.nspins, self.head)
-    if orbitals_only:
-      return blocks
-    sign, logabs = orbitals_lib.log_determinants(blocks, self.head.full_det)
-    return sign, logabs + orbitals_lib.jastrow(x, self.nspins, self.head.jastrow)
-
-  def orbitals(self, x: jnp.ndarray) -> list[jnp.ndarray]:
-    """Orbital matrices, one per spin channel: (determinants, n_s, n_orbitals)."""
-    return self(x, orbitals_only=True)
+    return orbitals_lib.wavefunction(h1, x, ae, r_ae, self.nspins, self.head,
+                                     orbitals_only)

@@ -77,3 +77,22 @@ def jastrow(x: jnp.ndarray, nspins: tuple[int, int], kind: str) -> jnp.ndarray:
   if kind == 'none':
     return jnp.zeros((), x.dtype)
   return jastrows.SimpleEE(nspins, name='jastrow')(x)
+
+
+def wavefunction(h: jnp.ndarray, x: jnp.ndarray, ae: jnp.ndarray, r_ae: jnp.ndarray,
+                 nspins: tuple[int, int], opts: HeadOptions, orbitals_only: bool):
+  """(sign, log|psi|) of one walker from its final electron features h (n, F), or with
+  orbitals_only the orbital blocks. Call from the ansatz's compact __call__."""
+  blocks = orbital_blocks(h, ae, r_ae, nspins, opts)
+  if orbitals_only:
+    return blocks
+  sign, logabs = log_determinants(blocks, opts.full_det)
+  return sign, logabs + jastrow(x, nspins, opts.jastrow)
+
+
+class Ansatz(nn.Module):
+  """Base of the ansatzes: __call__(x, orbitals_only=False) gives (sign, log|psi|)."""
+
+  def orbitals(self, x: jnp.ndarray) -> list[jnp.ndarray]:
+    """Orbital matrices, one per spin channel: (determinants, n_s, n_orbitals)."""
+    return self(x, orbitals_only=True)

@@ -28,7 +28,7 @@ from vmc.networks import ferminet
 from vmc.networks import orbitals as orbitals_lib
 
 
-class Psiformer(nn.Module):
+class Psiformer(orbitals_lib.Ansatz):
   """Psiformer for one walker: x (n * 3,) -> (sign, log|psi|)."""
   atoms: tuple[tuple[float, float, float], ...]  # bohr
   nspins: tuple[int, int]
@@ -77,12 +77,5 @@ class Psiformer(nn.Module):
       for i, w in enumerate(tuple(self.mlp_hidden_dims) + (width,)):
         m = jnp.tanh(nn.Dense(w, name=f'mlp_{layer}_{i}')(m))
       h = self._norm(h + m, f'mlp_norm_{layer}')
-    blocks = orbitals_lib.orbital_blocks(h, ae, r_ae, self.nspins, self.head)
-    if orbitals_only:
-      return blocks
-    sign, logabs = orbitals_lib.log_determinants(blocks, self.head.full_det)
-    return sign, logabs + orbitals_lib.jastrow(x, self.nspins, self.head.jastrow)
-
-  def orbitals(self, x: jnp.ndarray) -> list[jnp.ndarray]:
-    """Orbital matrices, one per spin channel: (determinants, n_s, n_orbitals)."""
-    return self(x, orbitals_only=True)
+    return orbitals_lib.wavefunction(h, x, ae, r_ae, self.nspins, self.head,
+                                     orbitals_only)
