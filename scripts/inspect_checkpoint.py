@@ -57,8 +57,16 @@ def main(argv=None) -> int:
   print(f'system      {system.name}: electrons (up, down) {system.electrons}, charge '
         f'{system.charge}, atoms ' + ', '.join(
             f'{a.symbol} {tuple(round(c, 4) for c in a.coords)}' for a in system.atoms))
-  print(f'network     {cfg.network.network_type}, {cfg.network.determinants} determinants, '
-        f'full_det={cfg.network.full_det}, hidden {tuple(map(tuple, cfg.network.ferminet.hidden_dims))}')
+  net = cfg.network
+  if net.network_type == 'psiformer':
+    p = net.psiformer
+    shape = (f'{p.num_layers} layers of {p.num_heads} heads x {p.heads_dim}, MLP '
+             f'{tuple(p.mlp_hidden_dims)}, layer norm {p.use_layer_norm}')
+  else:
+    shape = f'hidden {tuple(map(tuple, net.ferminet.hidden_dims))}'
+  print(f'network     {net.network_type}, {shape}, {net.determinants} determinants, '
+        f'full_det={net.full_det}, envelope {net.envelope_type}'
+        f'{" (shared)" if net.envelope_shared else ""}, Jastrow {networks.jastrow_type(net)}')
   print(f'optimizer   {cfg.optim.optimizer}; batch_size {cfg.batch_size}')
 
   network, batch_logabs, trainer = train.build(spec)

@@ -3,6 +3,7 @@
 import glob
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -49,3 +50,26 @@ def test_unknown_network_options_name_the_key(key, value, fragment):
   cfg.network[key] = value
   with pytest.raises(config_lib.ConfigError, match=fragment):
     config_lib.resolve(cfg)
+
+
+def _parse(path, args, monkeypatch):
+  """The config as `vmc --config path args...` sees it (overrides are read from sys.argv)."""
+  from absl import flags
+  from ml_collections import config_flags
+  argv = ['vmc', f'--config={path}'] + args
+  monkeypatch.setattr(sys, 'argv', argv)
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', path, flag_values=values, lock_config=True)
+  values(argv)
+  return values.config
+
+
+@pytest.mark.parametrize('path', ['atom.py', 'psiformer/small.py'])
+def test_any_config_takes_a_molecule_from_the_command_line(path, monkeypatch):
+  path = os.path.join(ROOT, 'configs', path)
+  cfg = _parse(path, ['--config.system.atom=', '--config.system.molecule=LiH'], monkeypatch)
+  assert config_lib.resolve(cfg).system.name == 'LiH'
+  cfg = _parse(path, ['--config.system.atom=',
+                      "--config.system.molecule=[('H', (0, 0, 0)), ('H', (0, 0, 1.4))]"],
+               monkeypatch)
+  assert config_lib.resolve(cfg).system.n_electrons == 2

@@ -26,7 +26,9 @@ def default() -> ml_collections.ConfigDict:
       'batch_size': 4096,  # walkers, summed over all devices
       'system': {
           'atom': '',  # element symbol, e.g. 'Li'
-          'molecule': None,  # a name (vmc.systems.MOLECULES) or [(symbol, (x, y, z)), ...]
+          # A name (vmc.systems.MOLECULES) or [(symbol, (x, y, z)), ...]; typed `object` so
+          # that --config.system.molecule=LiH works on top of any config file.
+          'molecule': placeholder(object),
           'units': 'bohr',  # of system.molecule coordinates: 'bohr' or 'angstrom'
           'charge': 0,
           'spin': placeholder(int),  # 2S; None: Hund's rule for atoms, lowest for molecules
