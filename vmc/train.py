@@ -427,9 +427,13 @@ def summarize(spec: Spec, save_path: str, hf_energy: float | None = None) -> dic
                  'training', hf_energy=hf_energy, **summary)
   summary.update(analysis.compare_to_reference(summary['energy'], summary['energy_error'],
                                                reference.lookup(spec.system)))
+  if np.isfinite(summary['energy_error']):
+    error = (f' +- {summary["energy_error"]:.6f} Ha (reblocked; autocorrelation time '
+             f'{summary["tau"]:.1f} iterations)')
+  else:
+    error = ' Ha (too few iterations for an error bar)'
   line = (f'energy over the last {summary["window_iterations"]} iterations: '
-          f'{summary["energy"]:.6f} +- {summary["energy_error"]:.6f} Ha (reblocked; '
-          f'autocorrelation time {summary["tau"]:.1f} iterations)')
+          f'{summary["energy"]:.6f}{error}')
   if summary.get('reference_energy') is not None:
     line += (f'; {summary["reference_kind"]} reference {summary["reference_energy"]:.6f} Ha '
              f'({summary["reference_source"]}): error {summary["error_mha"]:+.2f} mHa')
