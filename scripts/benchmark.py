@@ -11,8 +11,9 @@ iteration, compile seconds (first iteration), peak memory (host RSS on CPU, devi
 GPU) and walker-steps per second (batch * mcmc.steps / s). --profile also times the
 Metropolis sampling and the local energy alone; the optimizer's share is the remainder.
 Systems: atoms by symbol (He, Li, Be, C, N, O, Ne, ...) and molecules from
-vmc.systems.MOLECULES (H2, LiH, N2, ...). Networks: `small` is the quickstart FermiNet
-(2 layers (32, 8), 4 determinants), `default` the production one (4 layers (256, 32), 16);
+vmc.systems.MOLECULES (H2, LiH, N2, ...). Networks, read from their configs: `small` is
+the quickstart FermiNet (vmc.config.get_config: 2 layers (32, 8), 4 determinants),
+`default` the production one (vmc.config.default: 4 layers (256, 32), 16 determinants);
 `psiformer_small` and `psiformer` are configs/psiformer/{small,default}.py's networks.
 On GPU clusters run it on one node with the devices you want (CUDA_VISIBLE_DEVICES);
 the batch is split over all local devices.
@@ -31,14 +32,25 @@ import time
 
 import numpy as np
 
-NETWORKS = {  # config overrides under `network`
-    'small': {'ferminet.hidden_dims': ((32, 8), (32, 8)), 'determinants': 4},
-    'default': {'ferminet.hidden_dims': ((256, 32),) * 4, 'determinants': 16},
-    'psiformer_small': {'network_type': 'psiformer', 'determinants': 4,
-                        'psiformer.num_layers': 2, 'psiformer.heads_dim': 16,
-                        'psiformer.mlp_hidden_dims': (64,)},
-    'psiformer': {'network_type': 'psiformer'},  # as published: 4 layers, 4 x 64, 16 dets
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+NETWORKS = {  # name -> where its `network` section comes from
+    'small': 'vmc.config.get_config', 'default': 'vmc.config.default',
+    'psiformer_small': 'psiformer/small.py', 'psiformer': 'psiformer/default.py',
 }
+
+
+def network_config(name: str):
+  """The `network` section of the config behind a benchmark network name."""
+  import importlib.util
+  from vmc import config as config_lib
+  source = NETWORKS[name]
+  if source.startswith('vmc.config.'):
+    return getattr(config_lib, source.rsplit('.', 1)[1])().network
+  spec = importlib.util.spec_from_file_location('benchmark_config',
+                                                os.path.join(CONFIGS, source))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config().network
 
 
 def make_config(case: dict):
@@ -49,12 +61,7 @@ def make_config(case: dict):
     cfg.system.molecule = name
   else:
     cfg.system.atom = name
-  for key, value in NETWORKS[case['network']].items():
-    node = cfg.network
-    *path, last = key.split('.')
-    for part in path:
-      node = node[part]
-    node[last] = value
+  cfg.network = network_config(case['network'])
   cfg.batch_size = case['batch_size']
   cfg.optim.optimizer = case['optimizer']
   cfg.optim.laplacian = case['laplacian']
@@ -87,8 +94,9 @@ def run_case(case: dict) -> dict:
   from vmc import config as config_lib, networks, parallel, train
 
   spec = config_lib.resolve(make_config(case))
-  network, batch_logabs, trainer = train.build(spec)
-  state = train.init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(7))
+  model = train.build(spec)
+  trainer = model.trainer
+  state = train.init_state(spec, model.network, model.batch_logabs, jax.random.PRNGKey(7))
   state = train.with_opt_state(state, trainer)
   state = trainer.burn_in(state, 5)  # walkers off their initial Gaussians
   start = time.perf_counter()
@@ -110,13 +118,10 @@ def run_case(case: dict) -> dict:
       s_per_iter=statistics.median(times), compile_s=compile_s,
       energy=float(parallel.first(stats.energy)))
   if case['profile']:
-    from vmc import hamiltonian, mcmc
-    local_energy = hamiltonian.make_local_energy(
-        network.logabs, spec.system, case['laplacian'], network.laplacian)
-    p_energy = parallel.pmap(train.batched_local_energy(local_energy, case['chunk']))
-    sampling_logabs = jax.vmap(network.sampling_logabs or network.logabs, in_axes=(None, 0))
-    mcmc_step = mcmc.make_mcmc_step(sampling_logabs, spec.cfg.mcmc.steps)
-    p_mcmc = parallel.pmap(lambda p, w, k, s: mcmc_step(p, w, k, s))
+    from vmc import mcmc
+    p_energy = parallel.pmap(model.batch_local_energy)
+    p_mcmc = parallel.pmap(mcmc.make_mcmc_step(model.batch_sampling_logabs,
+                                               spec.cfg.mcmc.steps))
     args = (state.params, state.walkers, state.key, state.width)
     _timed(p_mcmc, *args), _timed(p_energy, state.params, state.walkers.x)  # compile
     t_mcmc = statistics.median(_timed(p_mcmc, *args) for _ in range(3))
@@ -137,7 +142,8 @@ def report(rows: list[dict]) -> str:
     groups.setdefault((r['system'], r['network'], r['batch']), {})[r['laplacian']] = r
   methods = [m for m in ('loop', 'forward', 'folx') if any(m in g for g in groups.values())]
   head = ['system', 'electrons', 'network', 'params', 'batch']
-  head += [f'{m} s/iter' for m in methods] + [f'{m} speed-up' for m in methods[1:]]
+  faster = [m for m in methods if m != 'loop'] if 'loop' in methods else []
+  head += [f'{m} s/iter' for m in methods] + [f'{m} speed-up' for m in faster]
   head += [f'{m} peak GB' for m in methods]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for (system, network, batch), g in groups.items():
@@ -147,7 +153,7 @@ def report(rows: list[dict]) -> str:
       r = g.get(m)
       cells.append(f'{r["s_per_iter"]:.4g} ({r["s_per_iter_min"]:.4g}–{r["s_per_iter_max"]:.4g})'
                    if r else '')
-    for m in methods[1:]:
+    for m in faster:
       ok = m in g and 'loop' in g
       cells.append(f'{g["loop"]["s_per_iter"] / g[m]["s_per_iter"]:.2f}x' if ok else '')
     cells += [f'{g[m]["peak_memory_gb"]:.2f}' if m in g else '' for m in methods]
@@ -194,6 +200,9 @@ def main(argv=None):
     print(report(rows))
     return 0
 
+  unknown = [n for n in args.network.split(',') if n not in NETWORKS]
+  if unknown:
+    parser.error(f'--network {",".join(unknown)}: unknown; use some of {", ".join(NETWORKS)}')
   cases = [dict(system=s, network=n, laplacian=l, optimizer=args.optimizer,
                 batch_size=args.batch_size, iterations=args.iterations,
                 mcmc_steps=args.mcmc_steps, chunk=args.chunk, profile=args.profile)

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     return 2
 
   import jax  # noqa: PLC0415  (after argument checks: importing JAX takes seconds)
-  from vmc import hamiltonian, networks, train  # noqa: PLC0415
+  from vmc import networks, train  # noqa: PLC0415
   spec = config_lib.resolve(cfg)
   system = spec.system
   print(f'checkpoint  {path}')
@@ -69,9 +69,9 @@ def main(argv=None) -> int:
         f'{" (shared)" if net.envelope_shared else ""}, Jastrow {networks.jastrow_type(net)}')
   print(f'optimizer   {cfg.optim.optimizer}; batch_size {cfg.batch_size}')
 
-  network, batch_logabs, trainer = train.build(spec)
-  state = train.init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(0))
-  templates = train.to_host(train.with_opt_state(state, trainer), gather=False)
+  model = train.build(spec)
+  state = train.init_state(spec, model.network, model.batch_logabs, jax.random.PRNGKey(0))
+  templates = train.to_host(train.with_opt_state(state, model.trainer), gather=False)
   step, fields = checkpoint.load(path, templates, resizable=train._RESIZABLE)
   params = fields['params']
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -86,10 +86,8 @@ def main(argv=None) -> int:
 
   if args.walkers > 0:
     x = x[:args.walkers]
-    local_energy = hamiltonian.make_local_energy(network.logabs, system, cfg.optim.laplacian,
-                                                 network.laplacian)
-    logabs = np.asarray(jax.jit(batch_logabs)(params, x))
-    e_l = np.asarray(jax.jit(jax.vmap(local_energy, in_axes=(None, 0)))(params, x))
+    logabs = np.asarray(jax.jit(model.batch_logabs)(params, x))
+    e_l = np.asarray(jax.jit(model.batch_local_energy)(params, x))
     est = statistics.estimate(e_l)  # walkers are independent: the naive error applies
     finite = np.isfinite(e_l)
     print(f'log|psi|    mean {np.mean(logabs):.4f}, min {np.min(logabs):.4f}, '

@@ -72,7 +72,7 @@ def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config):
   """A local energy that is NaN whenever walker 0 lands in a thin slab of space."""
   cfg = make_tiny_config('He', 'kfac')
   spec = config_lib.resolve(cfg)
-  network, batch_logabs, _ = train.build(spec)
+  network, batch_logabs, sampling_logabs, _, _ = train.build(spec)
   e_l = hamiltonian.make_local_energy(network.logabs, spec.system)
 
   def poisoned(params, x):
@@ -80,9 +80,9 @@ def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config):
     bad = jnp.mod(x[0, 0] * 10.0, 1.0) < 0.15
     return e.at[0].set(jnp.where(bad, jnp.nan, e[0]))
 
-  trainer = optimizers.make_trainer(batch_logabs, poisoned, cfg)
+  trainer = optimizers.make_trainer(batch_logabs, sampling_logabs, poisoned, cfg)
   state = train.with_opt_state(
-      train.init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(0)), trainer)
+      train.init_state(spec, network, batch_logabs, jax.random.PRNGKey(0)), trainer)
   rejected = 0
   for _ in range(25):
     before = train.to_host(state)

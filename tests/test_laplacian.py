@@ -65,9 +65,8 @@ def test_every_network_option_has_the_exact_laplacian(variant, full_det, make_ti
     lap, grad = jax.jit(jax.vmap(forward))(x)
     np.testing.assert_allclose(lap, lap_ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-9)
-    if net.sampling_logabs is not None:
-      np.testing.assert_allclose(jax.vmap(lambda y: net.sampling_logabs(params, y))(x),
-                                 jax.vmap(lambda y: f(params, y))(x), rtol=1e-12)
+    np.testing.assert_allclose(jax.vmap(lambda y: net.sampling_logabs(params, y))(x),
+                               jax.vmap(lambda y: f(params, y))(x), rtol=1e-12)
 
 
 def test_float32_methods_are_exact_to_round_off(make_tiny_config):

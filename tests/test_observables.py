@@ -15,7 +15,8 @@ from vmc.errors import ConfigError
 
 
 def _fake_network(apply):
-  return networks.Network(init=None, apply=apply, orbitals=None)
+  return networks.Network(init=None, apply=apply, orbitals=None,
+                          sampling_logabs=lambda params, x: apply(params, x)[1])
 
 
 def _evaluate(system, cfg, apply, x):

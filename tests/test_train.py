@@ -71,7 +71,7 @@ def test_kfac_steps_every_network_option(variant, tmp_path, make_tiny_config):
   result = _run(cfg, tmp_path, 'run')
   assert np.all(np.isfinite(result.energies))
   assert [int(r['rejected']) for r in _rows(result.save_path)] == [0] * 4
-  network, _, _ = train.build(config_lib.resolve(cfg))
+  network = train.build(config_lib.resolve(cfg)).network
   k_params = jax.random.split(jax.random.PRNGKey(train.seed_of(cfg)), 3)[0]  # as init_state
   initial = network.init(k_params)
   final = parallel.first(result.final_state.params)
@@ -98,8 +98,8 @@ def test_same_seed_gives_same_numbers_and_none_keeps_parameters(tmp_path, make_t
   # With optimizer none the parameters stay those of initialization.
   fresh_cfg = make_tiny_config('Li', 'none')
   spec = config_lib.resolve(fresh_cfg)
-  network, batch_logabs, trainer = train.build(spec)
-  init = train.init_state(spec, network, batch_logabs, trainer,
+  model = train.build(spec)
+  init = train.init_state(spec, model.network, model.batch_logabs,
                           jax.random.PRNGKey(train.seed_of(fresh_cfg)))
   for a, b in zip(jax.tree_util.tree_leaves(parallel.first(init.params)),
                   jax.tree_util.tree_leaves(parallel.first(runs[0].final_state.params))):

@@ -62,8 +62,9 @@ def default() -> ml_collections.ConfigDict:
       'optim': {
           'optimizer': 'kfac',  # 'kfac', 'adam' or 'none' (sampling only)
           'iterations': 100000,
-          # Exact Laplacian: 'forward' (one forward pass using the network's sparsity),
-          # 'loop' (jvp of the gradient over 3N coordinates), 'folx' (generic forward).
+          # Exact Laplacian: 'forward' (one forward pass: FermiNet's own, using its
+          # sparsity; for the Psiformer the same as 'folx'), 'loop' (jvp of the gradient
+          # over 3N coordinates), 'folx' (folx's generic forward Laplacian).
           'laplacian': 'forward',
           # Walkers per device whose local energies are computed together (0: all). Lower
           # it when the local energy runs out of memory; the result does not change.

@@ -80,15 +80,13 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> Callable:
   return schedule
 
 
-def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
-                 cfg: ml_collections.ConfigDict,
-                 batch_sampling_logabs: Callable | None = None) -> Trainer:
+def make_trainer(batch_logabs: Callable, sampling_logabs: Callable,
+                 batch_local_energy: Callable, cfg: ml_collections.ConfigDict) -> Trainer:
   """Builds the compiled iteration for cfg.optim.optimizer.
 
-  batch_logabs is what the loss differentiates; batch_sampling_logabs (the same values,
-  possibly cheaper; default batch_logabs) is what the Metropolis sampler evaluates.
+  batch_logabs is what the loss differentiates; sampling_logabs (the same values, possibly
+  cheaper) is what the Metropolis sampler evaluates.
   """
-  sampling_logabs = batch_sampling_logabs or batch_logabs
   mcmc_step = make_sampler(sampling_logabs, cfg)
   loss = loss_lib.make_loss(batch_logabs, batch_local_energy, cfg.optim.clip_local_energy)
   schedule = learning_rate_schedule(cfg)
@@ -155,15 +153,11 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
     p_guard = parallel.pmap(guard)
     p_copy = parallel.pmap(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
 
-    # kfac-jax needs its step counter as a Python int (to decide when to refresh the
-    # curvature). Reading it from the device every iteration would stall the pipeline, so it
-    # is read once and then counted here; after a rolled-back step the two may differ by
-    # one, which only shifts the cov_update_every schedule.
-    host_counter = {}
-
     def kfac_step(previous):
-      if 'step' not in host_counter:
-        host_counter['step'] = int(parallel.first(previous.opt_state.step_counter))
+      # kfac-jax takes its step counter as a Python int too (it decides when to refresh the
+      # curvature). Read from the state, it stays right after rolled-back steps; the read
+      # costs no stall, since the training loop reads each step's statistics anyway.
+      step_counter = int(parallel.first(previous.opt_state.step_counter))
       state, stats, k_update = p_sample(previous)
       # kfac-jax donates the parameters and optimizer state it is given: pass copies (made
       # here: kfac-jax's own copy_obj yields arrays that its pmap cannot take on
@@ -171,8 +165,7 @@ def make_trainer(batch_logabs: Callable, batch_local_energy: Callable,
       params, opt_state = p_copy((state.params, state.opt_state))
       params, opt_state, kstats = optimizer.step(
           params, opt_state, k_update, batch=state.walkers.x,
-          global_step_int=host_counter['step'])
-      host_counter['step'] += 1
+          global_step_int=step_counter)
       candidate = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
       state, rejected = p_guard(candidate, previous, kstats['loss'])
       stats = stats._replace(energy=kstats['loss'], variance=kstats['aux'].variance,

@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +58,16 @@ def batched_local_energy(local_energy, chunk_size: int):
                                        batch_size=chunk_size)
 
 
-def build(spec: Spec):
+class Model(NamedTuple):
+  """What a spec builds before any state: the network and its batched functions."""
+  network: networks.Network
+  batch_logabs: Callable  # (params, x (batch, 3N)) -> log|psi| (batch,); what KFAC sees
+  batch_sampling_logabs: Callable  # the same values, cheaper; what Metropolis evaluates
+  batch_local_energy: Callable  # (params, x (batch, 3N)) -> E_L (batch,), chunked
+  trainer: optimizers.Trainer
+
+
+def build(spec: Spec) -> Model:
   """Network, batched functions and trainer for a spec (no state yet)."""
   cfg, system = spec.cfg, spec.system
   network = networks.make_network(system, cfg)
@@ -65,12 +75,12 @@ def build(spec: Spec):
   local_energy = hamiltonian.make_local_energy(network.logabs, system, cfg.optim.laplacian,
                                                network.laplacian)
   batch_local_energy = batched_local_energy(local_energy, cfg.optim.local_energy_chunk_size)
-  sampling_logabs = jax.vmap(network.sampling_logabs or network.logabs, in_axes=(None, 0))
-  trainer = optimizers.make_trainer(batch_logabs, batch_local_energy, cfg, sampling_logabs)
-  return network, batch_logabs, trainer
+  sampling_logabs = jax.vmap(network.sampling_logabs, in_axes=(None, 0))
+  trainer = optimizers.make_trainer(batch_logabs, sampling_logabs, batch_local_energy, cfg)
+  return Model(network, batch_logabs, sampling_logabs, batch_local_energy, trainer)
 
 
-def init_state(spec: Spec, network, batch_logabs, trainer, key) -> optimizers.TrainState:
+def init_state(spec: Spec, network, batch_logabs, key) -> optimizers.TrainState:
   """Parameters, walkers and sampler state; opt_state is added by `with_opt_state`.
 
   `key` must be the same on every process (parameters are drawn from it); each process
@@ -245,9 +255,9 @@ def run(spec: Spec) -> RunResult:
       (seed_of(cfg), cfg.log.save_path or default_save_path(system.name)))
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin)
-  network, batch_logabs, trainer = build(spec)
+  network, batch_logabs, _, _, trainer = build(spec)
   obs = observables.make(network, system, cfg) if observables.enabled(cfg) else None
-  state = init_state(spec, network, batch_logabs, trainer, jax.random.PRNGKey(seed))
+  state = init_state(spec, network, batch_logabs, jax.random.PRNGKey(seed))
   template = with_opt_state(state, trainer)
   n_devices = parallel.global_device_count()
   stats_path = os.path.join(save_path, stats_name(cfg))

@@ -1,11 +1,12 @@
-"""Wavefunction ansatzes behind one interface: `Network(init, apply, orbitals)`.
+"""Wavefunction ansatzes behind one interface: `Network(init, apply, orbitals, ...)`.
 
 `apply(params, x) -> (sign, log|psi|)` for one walker x of shape (n_electrons * 3,);
 vmap it over walkers. `orbitals(params, x)` gives the orbital matrices (for pretraining
-and inspection). `laplacian(params, x) -> (lap log|psi|, grad log|psi|)` is the network's
-own forward Laplacian (None when it has none; the Hamiltonian then uses folx), and
-`sampling_logabs` a cheaper evaluation of log|psi| for Metropolis sampling (the training
-loss differentiates `apply`, whose layers kfac-jax recognises).
+and inspection). `sampling_logabs(params, x)` is log|psi| for Metropolis sampling: FermiNet
+evaluates it through its cheaper forward-Laplacian code, other networks through `apply`
+(the training loss always differentiates `apply`, whose layers kfac-jax recognises).
+`laplacian(params, x) -> (lap log|psi|, grad log|psi|)` is the network's own forward
+Laplacian (None when it has none; the Hamiltonian then uses folx).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ class Network(NamedTuple):
   init: Callable  # (key) -> params
   apply: Callable  # (params, x) -> (sign, log|psi|)
   orbitals: Callable  # (params, x) -> list of (determinants, n_s, n_orbitals)
+  # (params, x) -> log|psi|, equal to logabs (cheaper where it can be); for sampling only.
+  sampling_logabs: Callable
   laplacian: Callable | None = None  # (params, x) -> (lap log|psi|, grad log|psi|)
-  # (params, x) -> log|psi|, equal to logabs but cheaper; for sampling, not for training.
-  sampling_logabs: Callable | None = None
 
   def logabs(self, params, x):
     """log|psi| of one walker."""
@@ -82,7 +83,8 @@ def make_network(system: systems.System, cfg: ml_collections.ConfigDict) -> Netw
 
   if not isinstance(module, ferminet.FermiNet):
     # No hand-written forward Laplacian: the Hamiltonian's 'forward' method uses folx.
-    return Network(init=init, apply=apply, orbitals=orbitals_fn)
+    return Network(init=init, apply=apply, orbitals=orbitals_fn,
+                   sampling_logabs=lambda params, x: apply(params, x)[1])
 
   def laplacian(params, x):
     return ferminet_laplacian.laplacian(module, params, x)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from vmc.networks import envelopes, ferminet, jastrows
+from vmc.networks import envelopes, ferminet, jastrows, orbitals
 
 
 class Dense(NamedTuple):
@@ -56,7 +56,7 @@ def _tanh(pre_v, pre_l, sum_j2, j_list):
 
 def _input_features(x: jnp.ndarray, atoms: jnp.ndarray):
   """h1^0 (value, own-electron Jacobian (3, n, 4A), Laplacian) and the pair stream h2^0."""
-  ae, r_ae, ee, _ = ferminet.features(x, atoms)
+  ae, r_ae, ee, r_ee = ferminet.features(x, atoms)
   n, n_atoms = r_ae.shape
   eye3 = jnp.eye(3, dtype=x.dtype)
   # d(ae_iIc')/d r_ic = delta_cc'; d|ae_iI|/d r_ic = ae_iIc / r_iI; lap |r| = 2 / r.
@@ -68,7 +68,6 @@ def _input_features(x: jnp.ndarray, atoms: jnp.ndarray):
 
   eye = jnp.eye(n, dtype=x.dtype)
   off = 1.0 - eye
-  r_ee = jnp.linalg.norm(ee + eye[:, :, None], axis=-1) * off
   inv_r = off / (r_ee + eye)
   j_ee = jnp.broadcast_to(eye3[:, None, None, :], (3, n, n, 3)) * off[None, :, :, None]
   j_ree = (jnp.transpose(ee, (2, 0, 1)) * inv_r[None])[..., None]
@@ -182,7 +181,7 @@ def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
   h1, h2, ae, r_ae = _input_features(x, atoms)
   local = True
   n_layers = len(module.hidden_dims)
-  for layer, (width1, _) in enumerate(module.hidden_dims):
+  for layer in range(n_layers):
     dense = p[f'one_electron_{layer}']
     new = _one_electron_layer(h1, local, h2, dense['kernel'], dense['bias'], spins)
     if new.v.shape == h1[0].shape:
@@ -193,9 +192,7 @@ def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
       two = p[f'two_electron_{layer}']
       new2 = _two_electron_layer(h2, two['kernel'], two['bias'])
       h2 = Pair(*(a + b for a, b in zip(new2, h2))) if new2.v.shape == h2.v.shape else new2
-  h1_v, h1_j, h1_l = h1
-  if local:  # no layers at all
-    h1_j = _embed_local(h1_j)
+  h1_v, h1_j, h1_l = h1  # config.resolve guarantees at least one layer: h1_j is dense
 
   opts = module.head
   k_det = opts.determinants
@@ -234,13 +231,11 @@ def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
     s, ld, g, lp = _slogdet_laplacian(a, a_j, a_l)
     sign, logdet, grad, lap = sign * s, logdet + ld, grad + g, lap + lp
   # psi = sum_d sign_d exp(logdet_d): weights w_d = psi_d / psi sum to one.
-  shift = jnp.max(logdet)
-  terms = sign * jnp.exp(logdet - shift)
-  weights = terms / jnp.sum(terms)
+  det_sign = sign
+  sign, logabs = orbitals.logdet_sum(det_sign, logdet)
+  weights = det_sign * sign * jnp.exp(logdet - logabs)
   grad_psi = weights @ grad
   lap_psi = jnp.sum(weights * (lap + jnp.sum(grad * grad, axis=-1)))
-  total = jnp.sum(terms)
-  sign, logabs = jnp.sign(total), jnp.log(jnp.abs(total)) + shift
   lap_log = lap_psi - jnp.sum(grad_psi * grad_psi)
   if opts.jastrow == 'simple_ee':  # log|psi| = J + log|sum_d det_d|: derivatives add up
     jp = p['jastrow']

@@ -1,0 +1,82 @@
+"""scripts/benchmark.py: named networks come from the configs; a tiny real case; the report."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from vmc import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+import benchmark  # noqa: E402
+
+
+def _load(path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('cfg', os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('small', lambda: config_lib.get_config()),
+    ('default', lambda: config_lib.default()),
+    ('psiformer_small', lambda: _load('configs/psiformer/small.py')),
+    ('psiformer', lambda: _load('configs/psiformer/default.py')),
+])
+def test_benchmark_networks_are_those_of_the_configs(name, expected):
+  case = dict(system='LiH', network=name, batch_size=32, optimizer='kfac',
+              laplacian='forward', chunk=0, mcmc_steps=2)
+  cfg = benchmark.make_config(case)
+  assert cfg.network.to_dict() == expected().network.to_dict()
+  assert cfg.system.molecule == 'LiH' and cfg.batch_size == 32 and cfg.mcmc.steps == 2
+
+
+def test_a_tiny_benchmark_prints_one_json_line_per_case(tmp_path, capsys):
+  out = tmp_path / 'bench.jsonl'
+  assert benchmark.main(['--system', 'He', '--network', 'small', '--laplacian', 'loop,forward',
+                         '--batch_size', '8', '--iterations', '2', '--mcmc_steps', '1',
+                         '--profile', '--output', str(out)]) == 0
+  rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [r['laplacian'] for r in rows] == ['loop', 'forward']
+  for r in rows:
+    assert r['system'] == 'He' and r['electrons'] == 2 and r['batch'] == 8
+    assert r['params'] > 0 and r['s_per_iter'] > 0 and r['peak_memory_gb'] > 0
+    assert 0 < r['mcmc_s'] < r['s_per_iter'] and r['local_energy_s'] > 0
+    assert r['walker_steps_per_s'] == pytest.approx(8 / r['s_per_iter'], rel=0.01)
+  # Both methods give the same energy for the same seed (exact Laplacians).
+  assert rows[0]['energy'] == pytest.approx(rows[1]['energy'], abs=1e-3)
+  assert len(out.read_text().splitlines()) == 2
+
+
+def test_unknown_network_is_one_line_error(capsys):
+  with pytest.raises(SystemExit) as e:
+    benchmark.main(['--network', 'huge'])
+  assert e.value.code == 2
+  assert '--network huge: unknown' in capsys.readouterr().err
+
+
+def _row(method, s, system='N2', electrons=14):
+  return dict(system=system, electrons=electrons, network='default', params=1000, batch=256,
+              laplacian=method, s_per_iter=s, s_per_iter_min=s, s_per_iter_max=s,
+              peak_memory_gb=1.0)
+
+
+def test_report_speed_ups_are_over_loop_only():
+  table = benchmark.report([_row('loop', 4.0), _row('forward', 2.0), _row('folx', 3.2)])
+  head, _, line = table.splitlines()[:3]
+  assert 'forward speed-up' in head and 'folx speed-up' in head and 'loop speed-up' not in head
+  assert '| 2.00x | 1.25x |' in line
+  # Without loop there is nothing to compare against, but both methods keep their columns.
+  table = benchmark.report([_row('forward', 2.0), _row('folx', 3.2)])
+  head, _, line = table.splitlines()[:3]
+  assert 'speed-up' not in head and 'forward s/iter' in head and 'folx s/iter' in head
+  assert '| 2 (2–2) | 3.2 (3.2–3.2) |' in line
+
+
+def test_report_fits_the_scaling_exponent():
+  rows = [_row('loop', 0.1 * n ** 2, f'X{n}', n) for n in (2, 4, 8)]
+  assert 's/iter ∝ N^2.00 over N = 2, 4, 8 electrons' in benchmark.report(rows)
