@@ -20,24 +20,17 @@ import sys
 
 import numpy as np
 
-from vmc import analysis, reference
+from vmc import analysis
+from vmc.errors import ConfigError
 
 
-def summarize_run(run_dir: str, window: float | None) -> dict:
-  name = analysis.stats_file(run_dir)
-  stats = analysis.read_stats(run_dir, name)
-  if not len(stats.get('energy', [])):
-    raise ValueError(f'{run_dir}/{name} has no iterations yet')
-  evaluation = name == 'eval_stats.csv'
-  system = analysis.system_of(analysis.run_config(run_dir))
-  summary = analysis.summarize_stats(
-      stats, window=window if window is not None else (1.0 if evaluation else 0.2))
-  summary.update(analysis.compare_to_reference(summary['energy'], summary['energy_error'],
-                                               reference.lookup(system)))
-  summary.update(run=run_dir, system=system.name,
-                 mode='evaluation' if evaluation else 'training',
+def summarize_run(run_dir: str, window: float | None) -> tuple[dict, dict]:
+  summary = analysis.summarize_run(run_dir, window)
+  if not summary:
+    raise ValueError(f'{run_dir}/{analysis.stats_file(run_dir)} has no iterations yet')
+  summary.update(run=run_dir,
                  complete=os.path.exists(os.path.join(run_dir, 'summary.json')))
-  return summary, stats
+  return summary, analysis.read_stats(run_dir, analysis.stats_file(run_dir))
 
 
 def table(summaries: list[dict]) -> str:
@@ -118,7 +111,7 @@ def main(argv=None) -> int:
   for run in args.runs:
     try:
       summary, stats = summarize_run(run, args.window)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, ConfigError) as e:
       print(f'analyze.py: error: {run}: {e}', file=sys.stderr)
       return 2
     summaries.append(summary)

@@ -91,13 +91,13 @@ def _peak_memory_gb() -> float:
 def run_case(case: dict) -> dict:
   """One case in this process: compile, then time `iterations` full iterations."""
   import jax
-  from vmc import config as config_lib, networks, parallel, train
+  from vmc import config as config_lib, iteration, networks, parallel
 
   spec = config_lib.resolve(make_config(case))
-  model = train.build(spec)
-  trainer = model.trainer
-  state = train.init_state(spec, model.network, model.batch_logabs, jax.random.PRNGKey(7))
-  state = train.with_opt_state(state, trainer)
+  model = iteration.build(spec)
+  trainer = model.iteration
+  state = iteration.init_state(spec, model, jax.random.PRNGKey(7))
+  state = iteration.with_opt_state(state, model)
   state = trainer.burn_in(state, 5)  # walkers off their initial Gaussians
   start = time.perf_counter()
   state, stats = trainer.step(state)
@@ -118,14 +118,12 @@ def run_case(case: dict) -> dict:
       s_per_iter=statistics.median(times), compile_s=compile_s,
       energy=float(parallel.first(stats.energy)))
   if case['profile']:
-    from vmc import mcmc
-    p_energy = parallel.pmap(model.batch_local_energy)
-    p_mcmc = parallel.pmap(mcmc.make_mcmc_step(model.batch_sampling_logabs,
-                                               spec.cfg.mcmc.steps))
-    args = (state.params, state.walkers, state.key, state.width)
-    _timed(p_mcmc, *args), _timed(p_energy, state.params, state.walkers.x)  # compile
+    p_energy = parallel.pmap(model.objective.local_energy)
+    p_mcmc = parallel.pmap(model.sampler.step)
+    args = (state.params, state.mcmc, state.key, state.step)
+    _timed(p_mcmc, *args), _timed(p_energy, state.params, state.mcmc.x)  # compile
     t_mcmc = statistics.median(_timed(p_mcmc, *args) for _ in range(3))
-    t_energy = statistics.median(_timed(p_energy, state.params, state.walkers.x)
+    t_energy = statistics.median(_timed(p_energy, state.params, state.mcmc.x)
                                  for _ in range(3))
     result.update(mcmc_s=t_mcmc, local_energy_s=t_energy,
                   optimizer_s=result['s_per_iter'] - t_mcmc - t_energy)

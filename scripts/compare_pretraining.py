@@ -12,7 +12,7 @@ import os
 
 from absl import app, flags, logging
 
-from vmc import analysis, config, reference, train
+from vmc import analysis, config, pretrain, reference, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('systems', ['Li', 'LiH'], 'atoms or named molecules')
@@ -55,7 +55,7 @@ def main(argv):
       stats = analysis.read_stats(cfg.log.save_path)
       e = stats['energy']
       exact = reference.lookup(spec.system).energy
-      hf = train.pretrain.hartree_fock(spec.system, cfg.pretrain.basis).energy
+      hf = pretrain.hartree_fock(spec.system, spec.pretrain.basis).energy
       to5 = analysis.iterations_to_reach(e, exact, 0.005)
       to2 = analysis.iterations_to_reach(e, exact, 0.002)
       final = 1000 * (e[-500:].mean() - exact)

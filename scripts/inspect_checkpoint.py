@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     return 2
 
   import jax  # noqa: PLC0415  (after argument checks: importing JAX takes seconds)
-  from vmc import networks, train  # noqa: PLC0415
+  from vmc import iteration, networks  # noqa: PLC0415
   spec = config_lib.resolve(cfg)
   system = spec.system
   print(f'checkpoint  {path}')
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
   print(f'system      {system.name}: electrons (up, down) {system.electrons}, charge '
         f'{system.charge}, atoms ' + ', '.join(
             f'{a.symbol} {tuple(round(c, 4) for c in a.coords)}' for a in system.atoms))
-  net = cfg.network
+  net = spec.network
   if net.network_type == 'psiformer':
     p = net.psiformer
     shape = (f'{p.num_layers} layers of {p.num_heads} heads x {p.heads_dim}, MLP '
@@ -66,13 +66,14 @@ def main(argv=None) -> int:
     shape = f'hidden {tuple(map(tuple, net.ferminet.hidden_dims))}'
   print(f'network     {net.network_type}, {shape}, {net.determinants} determinants, '
         f'full_det={net.full_det}, envelope {net.envelope_type}'
-        f'{" (shared)" if net.envelope_shared else ""}, Jastrow {networks.jastrow_type(net)}')
-  print(f'optimizer   {cfg.optim.optimizer}; batch_size {cfg.batch_size}')
+        f'{" (shared)" if net.envelope_shared else ""}, Jastrow {net.jastrow}')
+  print(f'optimizer   {spec.optim.optimizer}; batch_size {spec.batch_size}')
 
-  model = train.build(spec)
-  state = train.init_state(spec, model.network, model.batch_logabs, jax.random.PRNGKey(0))
-  templates = train.to_host(train.with_opt_state(state, model.trainer), gather=False)
-  step, fields = checkpoint.load(path, templates, resizable=train._RESIZABLE)
+  model = iteration.build(spec)
+  state = iteration.init_state(spec, model, jax.random.PRNGKey(0))
+  template = iteration.with_opt_state(state, model)
+  _, fields = checkpoint.load(path, checkpoint.state_fields(template, gather=False),
+                              checkpoint.RESIZABLE)
   params = fields['params']
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   print(f'parameters  {networks.count_parameters(params)} in {len(leaves)} arrays')
@@ -80,14 +81,14 @@ def main(argv=None) -> int:
     print(f'  {jax.tree_util.keystr(key):60s} {tuple(np.shape(leaf))}')
   opt_size = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(fields['opt_state']))
   print(f'optimizer state  {opt_size} numbers')
-  x = np.asarray(fields['walkers'].x)
+  x = np.asarray(fields['walkers'])
   print(f'walkers     {x.shape[0]} x {x.shape[1] // 3} electrons; move width '
         f'{float(fields["width"]):.4f} bohr; {len(fields["key"])} RNG streams')
 
   if args.walkers > 0:
     x = x[:args.walkers]
-    logabs = np.asarray(jax.jit(model.batch_logabs)(params, x))
-    e_l = np.asarray(jax.jit(model.batch_local_energy)(params, x))
+    logabs = np.asarray(jax.jit(model.objective.logabs)(params, x))
+    e_l = np.asarray(jax.jit(model.objective.local_energy)(params, x))
     est = statistics.estimate(e_l)  # walkers are independent: the naive error applies
     finite = np.isfinite(e_l)
     print(f'log|psi|    mean {np.mean(logabs):.4f}, min {np.min(logabs):.4f}, '

@@ -1,8 +1,26 @@
 """Shared fixtures: tiny configs so the whole suite stays within minutes on 2 cores."""
 
+import os
+import tempfile
+
+import jax
 import pytest
 
 from vmc import config as config_lib
+
+
+def pytest_configure(config):
+  """JAX's persistent compilation cache: the tests build the same tiny networks again and
+  again (and both xdist workers build the same ones), so most compilations become cache
+  hits. The cache is keyed by the compiled program and JAX's version; a result is the same
+  with or without it. Only for the pytest processes (a hook, so not for the runs that tests
+  start as subprocesses and that import this module: they would log a warning for every
+  executable loaded from the cache, and could fill their stderr pipes)."""
+  del config
+  jax.config.update('jax_compilation_cache_dir', os.environ.get(
+      'VMC_TEST_JAX_CACHE', os.path.join(tempfile.gettempdir(), 'vmc-tests-jax-cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def tiny_config(atom='He', optimizer='kfac', **overrides):
@@ -19,6 +37,11 @@ def tiny_config(atom='He', optimizer='kfac', **overrides):
   cfg.pretrain.iterations = 100
   cfg.debug.deterministic = True
   cfg.log.print_every_seconds = 1000.0
+  return override(cfg, **overrides)
+
+
+def override(cfg, **overrides):
+  """cfg with dotted keys set: override(cfg, **{'mcmc.steps': 3})."""
   for key, value in overrides.items():
     node = cfg
     *path, last = key.split('.')
@@ -50,3 +73,9 @@ NETWORK_VARIANTS = [
         **TINY_PSIFORMER, 'network.envelope_type': 'diagonal', 'network.jastrow': 'none',
         'network.psiformer.use_layer_norm': False, 'network.psiformer.rescale_inputs': False}),
 ]
+
+
+def make_network(system, cfg):
+  """The network a config specifies, for `system` (which may differ from the config's)."""
+  from vmc import networks
+  return networks.make_network(system, config_lib.resolve(cfg).network)

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmc import analysis, checkpoint, config as config_lib, hamiltonian, optimizers
-from vmc import parallel, train
+from vmc import analysis, checkpoint, config as config_lib, hamiltonian, iteration, loss
+from vmc import optimizers, parallel, train
 
 
 def _cfg(make_tiny_config, path, iterations, optimizer='adam', **kw):
@@ -63,7 +63,7 @@ def test_restore_with_another_batch_size_resamples_walkers(tmp_path, make_tiny_c
     cfg = _cfg(make_tiny_config, tmp_path / f'b{batch}', 5, batch_size=batch)
     cfg.log.restore_path = str(tmp_path / 'a')
     result = train.run(config_lib.resolve(cfg))
-    assert result.final_state.walkers.x.shape[1] == batch
+    assert result.final_state.mcmc.x.shape[1] == batch
     assert np.all(np.isfinite(result.energies))
     np.testing.assert_array_equal(analysis.read_stats(cfg.log.save_path)['step'], [3, 4])
 
@@ -72,27 +72,29 @@ def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config):
   """A local energy that is NaN whenever walker 0 lands in a thin slab of space."""
   cfg = make_tiny_config('He', 'kfac')
   spec = config_lib.resolve(cfg)
-  network, batch_logabs, sampling_logabs, _, _ = train.build(spec)
-  e_l = hamiltonian.make_local_energy(network.logabs, spec.system)
+  model = iteration.build(spec)
+  e_l = hamiltonian.make_local_energy(model.network.apply, spec.system)
 
   def poisoned(params, x):
     e = jax.vmap(e_l, in_axes=(None, 0))(params, x)
     bad = jnp.mod(x[0, 0] * 10.0, 1.0) < 0.15
     return e.at[0].set(jnp.where(bad, jnp.nan, e[0]))
 
-  trainer = optimizers.make_trainer(batch_logabs, sampling_logabs, poisoned, cfg)
-  state = train.with_opt_state(
-      train.init_state(spec, network, batch_logabs, jax.random.PRNGKey(0)), trainer)
+  objective = loss.make_objective(model.objective.logabs, poisoned, 5.0)
+  trainer = iteration.make_iteration(model.sampler, optimizers.make(spec, objective))
+  model = model._replace(iteration=trainer)
+  state = iteration.with_opt_state(iteration.init_state(spec, model, jax.random.PRNGKey(0)),
+                                   model)
   rejected = 0
   for _ in range(25):
-    before = train.to_host(state)
+    before = checkpoint.state_fields(state)
     state, stats = trainer.step(state)
     stats = parallel.first(stats)
-    after = train.to_host(state)
+    after = checkpoint.state_fields(state)
     if stats.rejected:
       rejected += 1
       assert not np.isfinite(stats.energy)
-      for name in ('params', 'opt_state', 'walkers', 'width'):
+      for name in ('params', 'opt_state', 'walkers', 'width', 'acceptance_sum'):
         for x, y in zip(jax.tree_util.tree_leaves(before[name]),
                         jax.tree_util.tree_leaves(after[name])):
           np.testing.assert_array_equal(x, y, err_msg=name)

@@ -24,7 +24,7 @@ def _load(path):
 def test_config_file_resolves(path):
   cfg = _load(path)
   spec = config_lib.resolve(cfg)
-  module = networks.make_module(spec.system, cfg)
+  module = networks.make_module(spec.system, spec.network)
   expected = 'psiformer' if f'{os.sep}psiformer{os.sep}' in path else 'ferminet'
   assert cfg.network.network_type == expected
   assert type(module).__name__.lower() == expected
@@ -33,8 +33,8 @@ def test_config_file_resolves(path):
 def test_psiformer_presets_differ_in_size():
   small = _load(os.path.join(ROOT, 'configs', 'psiformer', 'small.py'))
   default = _load(os.path.join(ROOT, 'configs', 'psiformer', 'default.py'))
-  assert networks.jastrow_type(small.network) == networks.jastrow_type(default.network) == (
-      'simple_ee')
+  assert config_lib.resolve(small).network.jastrow == 'simple_ee'
+  assert config_lib.resolve(default).network.jastrow == 'simple_ee'
   assert (default.network.psiformer.num_layers, default.network.psiformer.heads_dim) == (4, 64)
   assert small.network.psiformer.heads_dim * small.network.psiformer.num_heads == 64
 

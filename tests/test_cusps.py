@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-from conftest import TINY_PSIFORMER
+from conftest import TINY_PSIFORMER, make_network
 from vmc import hamiltonian, networks, systems
 from vmc.networks import jastrows
 
@@ -21,10 +21,10 @@ def _local_energy_at_coalescence(make_tiny_config, jastrow, pair, distances):
   system = systems.make_system(atom='Li')  # (2, 1) electrons
   cfg = make_tiny_config(**TINY_PSIFORMER, **{'network.jastrow': jastrow})
   with enable_x64(True):
-    net = networks.make_network(system, cfg)
+    net = make_network(system, cfg)
     params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64),
                                     net.init(jax.random.PRNGKey(0)))
-    e_l = jax.jit(hamiltonian.make_local_energy(net.logabs, system, 'loop'))
+    e_l = jax.jit(hamiltonian.make_local_energy(net.apply, system, 'loop'))
     base = np.array([[0.7, -0.3, 0.4], [-0.9, 0.5, 0.8], [0.2, 1.1, -0.6]])
     direction = np.array([0.6, 0.0, 0.8])
     out = []

@@ -9,6 +9,7 @@ def enable_x64():
   return _enable_x64(True)
 
 from vmc import hamiltonian, networks, systems
+from conftest import make_network
 
 
 def _points(key, n, dim):
@@ -20,7 +21,8 @@ def test_hydrogenic_ground_state_is_an_eigenstate(z):
   """psi = exp(-Z r) for a one-electron ion: E_L = -Z^2/2 at every point, zero variance."""
   symbol = {1: 'H', 2: 'He', 3: 'Li'}[z]
   system = systems.make_system(atom=symbol, electrons=(1, 0))
-  e_l = hamiltonian.make_local_energy(lambda p, x: -z * jnp.linalg.norm(x), system)
+  e_l = hamiltonian.make_local_energy(lambda p, x: (1.0, -z * jnp.linalg.norm(x)), system,
+                                      'loop')
   x = _points(jax.random.PRNGKey(0), 512, 3)
   energies = jax.vmap(lambda xi: e_l(None, xi))(x)
   np.testing.assert_allclose(energies, -0.5 * z * z, rtol=2e-5)
@@ -30,8 +32,8 @@ def test_hydrogenic_ground_state_is_an_eigenstate(z):
 def test_two_electron_product_state_gives_coulomb_term_only():
   """psi = exp(-2 r1 - 2 r2) for He: E_L = -4 + 1/r12 exactly."""
   system = systems.make_system(atom='He')
-  logabs = lambda p, x: -2 * (jnp.linalg.norm(x[:3]) + jnp.linalg.norm(x[3:]))
-  e_l = jax.vmap(lambda xi: hamiltonian.make_local_energy(logabs, system)(None, xi))
+  psi = lambda p, x: (1.0, -2 * (jnp.linalg.norm(x[:3]) + jnp.linalg.norm(x[3:])))
+  e_l = jax.vmap(lambda xi: hamiltonian.make_local_energy(psi, system, 'loop')(None, xi))
   x = _points(jax.random.PRNGKey(1), 256, 6)
   r12 = jnp.linalg.norm(x[:, :3] - x[:, 3:], axis=1)
   np.testing.assert_allclose(e_l(x), -4 + 1 / r12, rtol=1e-4)
@@ -54,7 +56,7 @@ def test_laplacian_matches_hessian_trace_and_finite_differences(full_det, make_t
   system = systems.make_system(molecule='LiH')
   cfg = make_tiny_config(**{'network.full_det': full_det})
   with enable_x64():
-    net = networks.make_network(system, cfg)
+    net = make_network(system, cfg)
     params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64),
                                     net.init(jax.random.PRNGKey(0)))
     x = jax.random.normal(jax.random.PRNGKey(5), (12,), jnp.float64)
@@ -70,11 +72,11 @@ def test_laplacian_matches_hessian_trace_and_finite_differences(full_det, make_t
 
 def test_float32_local_energy_agrees_with_float64(make_tiny_config):
   system = systems.make_system(atom='Li')
-  net = networks.make_network(system, make_tiny_config())
+  net = make_network(system, make_tiny_config())
   params = net.init(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(6), (9,))
-  e32 = hamiltonian.make_local_energy(net.logabs, system)(params, x)
+  e32 = hamiltonian.make_local_energy(net.apply, system, 'loop')(params, x)
   with enable_x64():
     p64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
-    e64 = hamiltonian.make_local_energy(net.logabs, system)(p64, x.astype(jnp.float64))
+    e64 = hamiltonian.make_local_energy(net.apply, system, 'loop')(p64, x.astype(jnp.float64))
   np.testing.assert_allclose(e32, e64, rtol=1e-4)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-from conftest import NETWORK_VARIANTS
-from vmc import hamiltonian, networks, systems, train
+from conftest import NETWORK_VARIANTS, make_network
+from vmc import hamiltonian, systems, train
+from vmc.networks import orbitals
 from vmc import config as config_lib
 
 CASES = [
@@ -23,7 +24,7 @@ def _random_net(system, full_det, make_tiny_config, dtype, **overrides):
   cfg = make_tiny_config(**{'network.full_det': full_det, **overrides})
   # Three layers, with residual connections in both streams and a width change.
   cfg.network.ferminet.hidden_dims = ((12, 4), (12, 4), (12, 6))
-  net = networks.make_network(system, cfg)
+  net = make_network(system, cfg)
   params = net.init(jax.random.PRNGKey(0))
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
@@ -46,9 +47,30 @@ def test_forward_laplacian_matches_loop_in_float64(kwargs, full_det, make_tiny_c
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize('variant, full_det', [
-    (v, i % 2 == 0) for i, (_, v) in enumerate(NETWORK_VARIANTS[1:])],
-    ids=[name for name, _ in NETWORK_VARIANTS[1:]])
+# The forward Laplacian re-implements the orbital head that FermiNet shares with the
+# Psiformer (vmc/networks/orbitals.py) from its parameters, so every head option is checked
+# against the loop here; test_every_head_option_is_checked fails when a new option is not.
+LAPLACIAN_VARIANTS = NETWORK_VARIANTS[1:] + [
+    ('ferminet_bias_orbitals', {'network.bias_orbitals': True})]
+CHECKED = [(v, i % 2 == 0) for i, (_, v) in enumerate(LAPLACIAN_VARIANTS)]
+
+
+def test_every_head_option_is_checked(make_tiny_config):
+  """Each value of each HeadOptions field appears in a FermiNet case checked above/below."""
+  values = {'full_det': (True, False), 'envelope_type': config_lib.ENVELOPE_TYPES,
+            'envelope_shared': (True, False), 'bias_orbitals': (True, False),
+            'jastrow': ('none', 'simple_ee'), 'determinants': (2,)}
+  assert set(values) == set(orbitals.HeadOptions._fields), 'a head option is not checked'
+  covered = set()
+  for variant, full_det in CHECKED + [({}, True), ({}, False)]:  # + CASES' default network
+    spec = config_lib.resolve(make_tiny_config(**{'network.full_det': full_det, **variant}))
+    if spec.network.network_type == 'ferminet':
+      covered |= {(k, getattr(spec.network, k)) for k in values}
+  assert covered == {(k, v) for k, vs in values.items() for v in vs}
+
+
+@pytest.mark.parametrize('variant, full_det', CHECKED,
+                         ids=[name for name, _ in LAPLACIAN_VARIANTS])
 def test_every_network_option_has_the_exact_laplacian(variant, full_det, make_tiny_config):
   """Method 'forward' (FermiNet's own, or folx for the Psiformer) against the loop, float64."""
   system = systems.make_system(molecule='LiH')
@@ -79,12 +101,12 @@ def test_float32_methods_are_exact_to_round_off(make_tiny_config):
   with enable_x64(True):
     p64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
     x64 = x.astype(jnp.float64)
-    e_l = hamiltonian.make_local_energy(net.logabs, system, 'loop')
+    e_l = hamiltonian.make_local_energy(net.apply, system, 'loop')
     exact = np.asarray(jax.jit(jax.vmap(e_l, in_axes=(None, 0)))(p64, x64))
     lap, grad = jax.vmap(net.laplacian, in_axes=(None, 0))(p64, x64)
     scale = np.abs(np.asarray(lap)) + np.sum(np.asarray(grad) ** 2, axis=-1)
   for method in hamiltonian.METHODS:
-    e_l = hamiltonian.make_local_energy(net.logabs, system, method, net.laplacian)
+    e_l = hamiltonian.make_local_energy(net.apply, system, method, net.laplacian)
     e32 = np.asarray(jax.jit(jax.vmap(e_l, in_axes=(None, 0)))(params, x))
     assert np.max(np.abs(e32 - exact) / scale) < 5e-6, method
 
@@ -92,10 +114,10 @@ def test_float32_methods_are_exact_to_round_off(make_tiny_config):
 def test_chunked_local_energy_equals_unchunked(make_tiny_config):
   system = systems.make_system(atom='Li')
   net, params = _random_net(system, True, make_tiny_config, jnp.float32)
-  e_l = hamiltonian.make_local_energy(net.logabs, system, 'forward', net.laplacian)
+  e_l = hamiltonian.make_local_energy(net.apply, system, 'forward', net.laplacian)
   x = jax.random.normal(jax.random.PRNGKey(4), (10, 9))
-  whole = jax.jit(train.batched_local_energy(e_l, 0))(params, x)
-  chunked = jax.jit(train.batched_local_energy(e_l, 4))(params, x)  # 4 + 4 + remainder 2
+  whole = jax.jit(hamiltonian.batched(e_l, 0))(params, x)
+  chunked = jax.jit(hamiltonian.batched(e_l, 4))(params, x)  # 4 + 4 + remainder 2
   np.testing.assert_allclose(chunked, whole, rtol=1e-6)
 
 

@@ -2,17 +2,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import hamiltonian, loss, networks, parallel, systems
+from vmc import hamiltonian, loss, parallel, systems
+from conftest import make_network
 
 
 def _setup(make_tiny_config, clip):
   system = systems.make_system(atom='Li')
-  net = networks.make_network(system, make_tiny_config())
+  net = make_network(system, make_tiny_config())
   params = net.init(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (1, 32, 9)) * 1.5
   batch_logabs = jax.vmap(net.logabs, in_axes=(None, 0))
-  batch_el = jax.vmap(hamiltonian.make_local_energy(net.logabs, system), in_axes=(None, 0))
-  loss_fn = loss.make_loss(batch_logabs, batch_el, clip)
+  batch_el = jax.vmap(hamiltonian.make_local_energy(net.apply, system, 'loop'),
+                      in_axes=(None, 0))
+  loss_fn = loss.make_objective(batch_logabs, batch_el, clip).loss
   return params, x, batch_logabs, batch_el, loss_fn
 
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import NETWORK_VARIANTS
+from conftest import NETWORK_VARIANTS, make_network
 from vmc import networks, systems
 from vmc.networks import orbitals
 
@@ -11,7 +11,7 @@ from vmc.networks import orbitals
 def _net(system, make_tiny_config, full_det, **overrides):
   cfg = make_tiny_config(**{'network.full_det': full_det, 'network.determinants': 3,
                             **overrides})
-  net = networks.make_network(system, cfg)
+  net = make_network(system, cfg)
   params = net.init(jax.random.PRNGKey(1))
   # Envelope and Jastrow parameters start at 1: perturb them so that no option is trivial.
   leaves, tree = jax.tree_util.tree_flatten(params)
@@ -131,8 +131,9 @@ def test_shared_envelope_is_the_same_in_every_determinant(make_tiny_config):
 
 def test_jastrow_default_is_simple_ee_for_psiformer_only(make_tiny_config):
   from conftest import TINY_PSIFORMER
-  assert networks.jastrow_type(make_tiny_config().network) == 'none'
-  assert networks.jastrow_type(make_tiny_config(**TINY_PSIFORMER).network) == 'simple_ee'
+  from vmc import config as config_lib
+  assert config_lib.resolve(make_tiny_config()).network.jastrow == 'none'
+  assert config_lib.resolve(make_tiny_config(**TINY_PSIFORMER)).network.jastrow == 'simple_ee'
   system = systems.make_system(atom='He')
   _, params = _net(system, make_tiny_config, True, **TINY_PSIFORMER)
   assert set(params['params']['jastrow']) == {'ee_par', 'ee_anti'}

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmc import config as config_lib, networks, parallel, pretrain, systems, train
+from vmc import checkpoint, config as config_lib, networks, parallel, pretrain, systems, train
 from vmc.errors import ConfigError
 
 
@@ -90,7 +90,7 @@ def test_pretraining_fits_hf_orbitals_then_vmc_starts_near_hf(
   result = train.run(spec)
   hf = pretrain.hartree_fock(spec.system, cfg.pretrain.basis)
   # Network orbitals against HF orbitals at fresh points around the nuclei.
-  network = networks.make_network(spec.system, cfg)
+  network = networks.make_network(spec.system, spec.network)
   params = parallel.first(result.final_state.params)
   centre = spec.system.positions[np.arange(spec.system.n_electrons) % len(spec.system.atoms)]
   x = (centre[None] + np.random.default_rng(1).normal(size=(64,) + centre.shape)).reshape(64, -1)
@@ -105,3 +105,63 @@ def test_pretraining_fits_hf_orbitals_then_vmc_starts_near_hf(
   assert abs(result.energies[0] - hf.energy) < 0.3, (result.energies[:3], hf.energy)
   assert (tmp_path / 'run' / 'pretrain_stats.csv').exists()
   assert (tmp_path / 'run' / 'hf_orbitals.npz').exists()
+
+
+def test_scf_failure_is_an_error_before_anything_is_written(tmp_path, make_tiny_config,
+                                                            monkeypatch):
+  def no_convergence(mol, name, basis, method):
+    raise ConfigError(f'PySCF {method}/{basis} did not converge for {name}; try another '
+                      'pretrain.basis')
+  monkeypatch.setattr(pretrain, '_solve', no_convergence)
+  cfg = make_tiny_config('He', 'adam', **{'pretrain.method': 'hf'})
+  cfg.log.save_path = str(tmp_path / 'run')
+  with pytest.raises(ConfigError, match='did not converge'):
+    train.run(config_lib.resolve(cfg))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_non_finite_pretraining_is_a_one_line_error(tmp_path, make_tiny_config, monkeypatch):
+  real = pretrain.target_orbitals
+  monkeypatch.setattr(pretrain, 'target_orbitals',
+                      lambda *a: [t * jnp.nan for t in real(*a)])
+  cfg = make_tiny_config('He', 'adam', **{'pretrain.method': 'hf', 'pretrain.iterations': 3})
+  cfg.log.save_path = str(tmp_path / 'run')
+  with pytest.raises(train.RunAborted, match=r'pretraining loss is nan at iteration 0: lower '
+                     'pretrain.lr'):
+    train.run(config_lib.resolve(cfg))
+
+
+def test_sigterm_during_pretraining_stops_cleanly_and_the_rerun_starts_it_again(tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+  out = tmp_path / 'run'
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  cmd = [sys.executable, '-m', 'vmc', '--config.batch_size=32', '--config.mcmc.burn_in=2',
+         '--config.network.determinants=1', '--config.network.ferminet.hidden_dims=((8, 4),)',
+         '--config.debug.deterministic=True', '--config.optim.iterations=2',
+         '--config.optim.optimizer=adam', f'--config.log.save_path={out}']
+  log = open(tmp_path / 'stderr.txt', 'w+')  # a file: a full pipe would block the run
+  proc = subprocess.Popen(cmd + ['--config.pretrain.iterations=100000'], env=env,
+                          cwd=tmp_path, stderr=log, text=True)
+  stats = out / 'pretrain_stats.csv'
+  deadline = time.time() + 300
+  while time.time() < deadline and (not stats.exists() or len(stats.read_text().splitlines()) < 4):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=120)
+  log.seek(0)
+  err = log.read()
+  assert proc.returncode == 0, err[-2000:]
+  assert 'stopped by SIGTERM during pretraining' in err
+  assert (out / 'hf_orbitals.npz').exists() and not list(out.glob('ckpt_*'))
+  rerun = subprocess.run(cmd + ['--config.pretrain.iterations=5'], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert 'Hartree-Fock orbitals loaded' in rerun.stderr
+  rows = stats.read_text().splitlines()
+  assert rows[0].startswith('step,') and [r.split(',')[0] for r in rows[1:]] == [
+      '0', '1', '2', '3', '4']
+  assert [s for s, _ in checkpoint.list_checkpoints(str(out))] == [2]

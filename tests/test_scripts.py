@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from vmc import config as config_lib, networks, parallel, train
+from vmc import config as config_lib, iteration, networks, parallel, train
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'scripts'))
@@ -64,9 +64,9 @@ def test_inspect_checkpoint_reports_parameters_and_local_energies(finished_run, 
   energy_line, = [l for l in out.splitlines() if l.startswith('local energy')]
   # The same number straight from the run's final state (its checkpoint).
   spec = config_lib.resolve(finished_run.config)
-  e_l = train.build(spec).batch_local_energy(  # the run's own Laplacian method
+  e_l = iteration.build(spec).objective.local_energy(  # the run's own Laplacian method
       parallel.first(finished_run.final_state.params),
-      parallel.unshard(finished_run.final_state.walkers.x)[:16])
+      parallel.unshard(finished_run.final_state.mcmc.x)[:16])
   assert float(energy_line.split()[3]) == pytest.approx(float(np.mean(e_l)), abs=2e-6)
 
 

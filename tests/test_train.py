@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import NETWORK_VARIANTS, TINY_PSIFORMER
-from vmc import analysis, checkpoint, config as config_lib, parallel, train, writers
+from vmc import analysis, checkpoint, config as config_lib, iteration, parallel, train
+from vmc import writers
 
 
 def _run(cfg, tmp_path, name):
@@ -44,7 +45,7 @@ def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config
     assert json.load(f)['system']['atom'] == 'He'
   (step, path), = checkpoint.list_checkpoints(result.save_path)
   assert step == 80
-  expected = train.to_host(result.final_state)
+  expected = checkpoint.state_fields(result.final_state)
   step, restored = checkpoint.load(path, expected)
   for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(expected)):
     np.testing.assert_array_equal(a, b)
@@ -71,8 +72,9 @@ def test_kfac_steps_every_network_option(variant, tmp_path, make_tiny_config):
   result = _run(cfg, tmp_path, 'run')
   assert np.all(np.isfinite(result.energies))
   assert [int(r['rejected']) for r in _rows(result.save_path)] == [0] * 4
-  network = train.build(config_lib.resolve(cfg)).network
-  k_params = jax.random.split(jax.random.PRNGKey(train.seed_of(cfg)), 3)[0]  # as init_state
+  spec = config_lib.resolve(cfg)
+  network = iteration.build(spec).network
+  k_params = jax.random.split(jax.random.PRNGKey(train.seed_of(spec.debug)), 3)[0]  # as init_state
   initial = network.init(k_params)
   final = parallel.first(result.final_state.params)
   moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(initial),
@@ -98,9 +100,8 @@ def test_same_seed_gives_same_numbers_and_none_keeps_parameters(tmp_path, make_t
   # With optimizer none the parameters stay those of initialization.
   fresh_cfg = make_tiny_config('Li', 'none')
   spec = config_lib.resolve(fresh_cfg)
-  model = train.build(spec)
-  init = train.init_state(spec, model.network, model.batch_logabs,
-                          jax.random.PRNGKey(train.seed_of(fresh_cfg)))
+  model = iteration.build(spec)
+  init = iteration.init_state(spec, model, jax.random.PRNGKey(train.seed_of(spec.debug)))
   for a, b in zip(jax.tree_util.tree_leaves(parallel.first(init.params)),
                   jax.tree_util.tree_leaves(parallel.first(runs[0].final_state.params))):
     np.testing.assert_array_equal(a, b)

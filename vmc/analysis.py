@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
+from typing import Any
 
 import numpy as np
 
-from vmc import statistics
+from vmc import reference, statistics, systems
 
 
 def read_stats(run_dir: str, name: str = 'train_stats.csv') -> dict[str, np.ndarray]:
@@ -39,22 +39,11 @@ def stats_file(run_dir: str) -> str:
       'train_stats.csv')
 
 
-def run_config(run_dir: str) -> dict:
+def system_of(run_dir: str) -> systems.System:
+  """The system of a run, from its config.json (resolved as the run resolved it)."""
+  from vmc import config  # noqa: PLC0415
   with open(os.path.join(run_dir, 'config.json')) as f:
-    return json.load(f)
-
-
-def system_of(cfg: dict):
-  """The vmc.systems.System of a run's config.json contents."""
-  from vmc import systems  # noqa: PLC0415
-  s = cfg['system']
-  molecule = s.get('molecule')
-  if isinstance(molecule, list):
-    molecule = [(atom[0], tuple(atom[1])) for atom in molecule]
-  electrons = tuple(s['electrons']) if s.get('electrons') else None
-  return systems.make_system(atom=s.get('atom') or None, molecule=molecule,
-                             charge=s.get('charge', 0), spin=s.get('spin'),
-                             electrons=electrons, units=s.get('units', 'bohr'))
+    return config.resolve_system(config.from_json(f.read()))
 
 
 def moving_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -110,7 +99,8 @@ def summarize_stats(stats: dict[str, np.ndarray], window: float = 0.2) -> dict:
   return out
 
 
-def compare_to_reference(energy: float, error: float, ref) -> dict:
+def compare_to_reference(energy: float, error: float,
+                         ref: reference.Reference | None) -> dict:
   """Error against a vmc.reference.Reference (or None) and % of correlation energy."""
   if ref is None:
     return {'reference_energy': None}
@@ -121,3 +111,45 @@ def compare_to_reference(energy: float, error: float, ref) -> dict:
     out['correlation_energy_percent'] = 100 * (ref.hf_limit - energy) / (ref.hf_limit -
                                                                          ref.energy)
   return out
+
+
+def summarize_run(run_dir: str, window: float | None = None) -> dict:
+  """The summary of a run (finished or running) from its folder: system, mode, the
+  `summarize_stats` estimates over the last `window` (default: all of an evaluation, the
+  last 20% of training), and the error against the reference energy if there is one.
+  {} when no iteration is written yet."""
+  name = stats_file(run_dir)
+  stats = read_stats(run_dir, name)
+  if not len(stats.get('energy', [])):
+    return {}
+  evaluation = name == 'eval_stats.csv'
+  system = system_of(run_dir)
+  summary: dict[str, Any] = dict(system=system.name,
+                                 mode='evaluation' if evaluation else 'training')
+  summary.update(summarize_stats(
+      stats, window=window if window is not None else (1.0 if evaluation else 0.2)))
+  summary.update(compare_to_reference(summary['energy'], summary['energy_error'],
+                                      reference.lookup(system)))
+  return summary
+
+
+def summary_lines(summary: dict) -> list[str]:
+  """The energy (with error bar and reference) and observables of a summary, as text."""
+  if np.isfinite(summary['energy_error']):
+    error = (f' +- {summary["energy_error"]:.6f} Ha (reblocked; autocorrelation time '
+             f'{summary["tau"]:.1f} iterations)')
+  else:
+    error = ' Ha (too few iterations for an error bar)'
+  line = (f'energy over the last {summary["window_iterations"]} iterations: '
+          f'{summary["energy"]:.6f}{error}')
+  if summary.get('reference_energy') is not None:
+    line += (f'; {summary["reference_kind"]} reference {summary["reference_energy"]:.6f} Ha '
+             f'({summary["reference_source"]}): error {summary["error_mha"]:+.2f} mHa')
+  lines = [line]
+  if 'dipole_au' in summary:
+    lines.append(f'dipole moment (a.u.): {np.round(summary["dipole_au"], 4)} +- '
+                 f'{np.round(summary["dipole_error_au"], 4)}; |d| = '
+                 f'{summary["dipole_norm_debye"]:.4f} D')
+  if 's2' in summary:
+    lines.append(f'<S^2> = {summary["s2"]:.4f} +- {summary["s2_error"]:.4f}')
+  return lines

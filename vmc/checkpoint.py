@@ -1,12 +1,13 @@
 """Checkpoints: the whole training state, numbered by step, atomic on disk.
 
-`ckpt_<step:06d>.npz` holds, per TrainState field, the leaves of one device's copy of the
-replicated state (parameters, optimizer state, move width, ...), the walkers of all
-devices gathered into one batch, the per-device RNG keys, and a JSON header (format,
-step, vmc version, config). Writing goes through a temporary file, fsync and rename, so
-a checkpoint on disk is either whole or absent; zip CRCs catch later corruption. Loading
-needs a template state of the same structure (built from the same config), which also
-catches a checkpoint from an incompatible network.
+`ckpt_<step:06d>.npz` holds the fields of a TrainState: the leaves of one device's copy
+of the replicated parts (`params`, `opt_state`, move `width`, `acceptance_sum`, `step`),
+the `walkers` of all devices and processes gathered into one batch, the per-device RNG
+`key`s, and a JSON header (format, step, vmc version, config). Writing goes through a
+temporary file, fsync and rename, so a checkpoint on disk is either whole or absent; zip
+CRCs catch later corruption. Loading needs a template state of the same structure (built
+from the same config), which also catches a checkpoint from an incompatible network.
+Checkpoints do not depend on the device count: `restore` fits walkers and keys to the run.
 """
 
 from __future__ import annotations
@@ -17,35 +18,49 @@ import json
 import os
 import re
 import zipfile
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from absl import logging
 
 import vmc
+from vmc import parallel
+from vmc.errors import ConfigError
+from vmc.types import MCMCState, TrainState
 
-FORMAT = 'vmc-checkpoint-2'
+FORMAT = 'vmc-checkpoint-3'
+# Older formats still read: per field, how many leading leaves to keep (format 2 also
+# stored log|psi| of the walkers, which every step recomputes).
+_LEGACY = {'vmc-checkpoint-2': {'walkers': 1}}
 _NAME = re.compile(r'ckpt_(\d{6,})\.npz$')
+_REPLICATED = ('params', 'opt_state', 'width', 'acceptance_sum', 'step')
+RESIZABLE = ('walkers', 'key')  # batch size and device count may change between runs
 
 
 class CheckpointError(ValueError):
   """A checkpoint that cannot be used: unreadable, or not for this run's network."""
 
 
+class CorruptCheckpoint(CheckpointError):
+  """A checkpoint file that cannot be read at all (truncated, zeroed, not a checkpoint)."""
+
+
 def path_for(directory: str, step: int) -> str:
   return os.path.join(directory, f'ckpt_{step:06d}.npz')
 
 
-def save(directory: str, step: int, fields: dict, config_json: str) -> str:
+def save(directory: str, step: int, fields: dict[str, Any], config_json: str) -> str:
   """Writes {field name: host pytree} atomically: temporary file, fsync, rename."""
-  arrays = {}
+  arrays: dict[str, Any] = {'header': None}  # first in the file
   for name, tree in fields.items():
     for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
       arrays[f'{name}/{i:05d}'] = np.asarray(leaf)
   header = json.dumps({'format': FORMAT, 'step': int(step), 'version': vmc.__version__,
                        'config': config_json})
   buf = io.BytesIO()
-  np.savez(buf, header=np.array(header), **arrays)
+  arrays['header'] = np.array(header)
+  np.savez(buf, **arrays)
   path = path_for(directory, step)
   tmp = path + '.tmp'
   with open(tmp, 'wb') as f:
@@ -77,8 +92,8 @@ def prune(directory: str, keep: int) -> None:
     os.remove(path)
 
 
-def load(path: str, templates: dict, resizable: tuple[str, ...] = (),
-         optional: tuple[str, ...] = ()) -> tuple[int, dict]:
+def load(path: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
+         optional: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
   """Returns (step, {field: pytree}) shaped like `templates`.
 
   Leaves of fields in `resizable` may differ in their leading dimension (the caller
@@ -88,12 +103,14 @@ def load(path: str, templates: dict, resizable: tuple[str, ...] = (),
   try:
     with np.load(path, allow_pickle=False) as data:
       header = json.loads(str(data['header']))
-      if header.get('format') != FORMAT:
-        raise CheckpointError(f'{path} is not a vmc checkpoint of format {FORMAT}')
+      if header.get('format') != FORMAT and header.get('format') not in _LEGACY:
+        raise CheckpointError(f'{path} has checkpoint format {header.get("format")!r}; this vmc '
+                              f'reads {FORMAT} and {", ".join(_LEGACY)}')
+      keep = _LEGACY.get(header['format'], {})
       out = {}
       for name, template in templates.items():
         leaves, treedef = jax.tree_util.tree_flatten(template)
-        stored = sorted(k for k in data.files if k.startswith(name + '/'))
+        stored = sorted(k for k in data.files if k.startswith(name + '/'))[:keep.get(name)]
         if name in optional and not _matches(data, stored, leaves):
           continue
         if len(stored) != len(leaves):
@@ -101,7 +118,7 @@ def load(path: str, templates: dict, resizable: tuple[str, ...] = (),
               f'{path} holds {len(stored)} arrays of {name}, this run needs {len(leaves)}: '
               'it comes from a different network or optimizer')
         restored = []
-        for key, ref in zip(stored, leaves):
+        for key, ref in zip(stored, leaves, strict=True):
           arr = data[key]
           ref_shape = np.shape(ref)
           same = arr.shape == ref_shape or (
@@ -112,18 +129,20 @@ def load(path: str, templates: dict, resizable: tuple[str, ...] = (),
                 'comes from a different network or system')
           restored.append(arr)
         out[name] = jax.tree_util.tree_unflatten(treedef, restored)
-  except (OSError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-    raise CheckpointError(f'{path} is unreadable ({type(e).__name__}: {e})') from None
+  except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
+    if isinstance(e, CheckpointError):
+      raise
+    raise CorruptCheckpoint(f'{path} is unreadable ({type(e).__name__}: {e})') from None
   return header['step'], out
 
 
-def _matches(data, stored: list[str], leaves: list) -> bool:
+def _matches(data: Any, stored: list[str], leaves: list) -> bool:
   return len(stored) == len(leaves) and all(
-      data[k].shape == np.shape(ref) for k, ref in zip(stored, leaves))
+      data[k].shape == np.shape(ref) for k, ref in zip(stored, leaves, strict=True))
 
 
-def load_latest(directory: str, templates: dict, resizable: tuple[str, ...] = (),
-                optional: tuple[str, ...] = ()):
+def load_latest(directory: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
+                optional: tuple[str, ...] = ()) -> tuple[int, dict[str, Any], str]:
   """Loads the newest readable checkpoint, falling back past corrupt ones.
 
   Returns (step, fields, path). Raises CheckpointError if none is readable; a checkpoint
@@ -132,13 +151,120 @@ def load_latest(directory: str, templates: dict, resizable: tuple[str, ...] = ()
   found = list_checkpoints(directory)
   if not found:
     raise CheckpointError(f'{directory} holds no ckpt_*.npz')
-  for step, path in reversed(found):
+  for _, path in reversed(found):
     try:
       got_step, fields = load(path, templates, resizable, optional)
       return got_step, fields, path
-    except CheckpointError as e:
-      if 'unreadable' not in str(e):
-        raise
+    except CorruptCheckpoint as e:
       logging.warning('checkpoint %s is corrupt or truncated (%s); trying the previous one',
                       path, e)
   raise CheckpointError(f'no readable checkpoint in {directory}')
+
+
+# ----------------------------------------------------------------------------------------
+# TrainState <-> checkpoint fields.
+
+
+def state_fields(state: TrainState, gather: bool = True) -> dict[str, Any]:
+  """Checkpoint fields of a state: one copy of the replicated parts, all walkers, every
+  device's key (host arrays).
+
+  With gather (a collective: every process must call it), walkers and keys are those of
+  all processes in process order; without, this process's only (enough for a template).
+  """
+  replicated = dict(params=state.params, opt_state=state.opt_state, width=state.mcmc.width,
+                    acceptance_sum=state.mcmc.acceptance_sum, step=state.step)
+  fields = {name: parallel.first(value) for name, value in replicated.items()}
+  walkers = parallel.unshard(state.mcmc.x)
+  keys = np.asarray(jax.device_get(state.key))
+  if gather:
+    walkers, keys = parallel.gather_batch(walkers), parallel.gather_batch(keys)
+  fields.update(walkers=walkers, key=keys)
+  return fields
+
+
+def save_state(directory: str, state: TrainState, config_json: str, keep: int) -> str:
+  """Checkpoint of all processes' state at its step, written by process 0 and pruned to
+  the newest `keep` (a collective: every process must call it). Returns its path."""
+  fields = state_fields(state)
+  step = int(fields['step'])
+  if parallel.is_main():
+    save(directory, step, fields, config_json)
+    prune(directory, keep)
+  return path_for(directory, step)
+
+
+class Restored(NamedTuple):
+  """Checkpoint fields fitted to a run, and what had to change."""
+  fields: dict[str, Any]
+  path: str
+  resampled: bool  # walkers were resampled to a larger batch: they need a burn-in
+  opt_state_restored: bool  # False: a checkpoint of another optimizer
+  notes: tuple[str, ...]  # what was adapted, for the log
+
+
+def fit_fields(fields: dict[str, Any], batch_size: int,
+               n_devices: int) -> tuple[dict[str, Any], bool, list[str]]:
+  """Adapts checkpoint fields to a run's global batch size and device count, on the host.
+
+  Walkers from a checkpoint with another batch size are trimmed or resampled (then need a
+  burn-in); keys for another device count are split from the first stored key. Returns
+  (fields, resampled, notes on what was adapted).
+  """
+  notes, resampled = [], False
+  x = fields['walkers']
+  if len(x) > batch_size:
+    x = x[:batch_size]
+    notes.append(f'walkers trimmed from {len(fields["walkers"])} to {batch_size}')
+  elif len(x) < batch_size:
+    x = x[np.random.default_rng(int(fields['step'])).choice(len(x), batch_size)]
+    resampled = True
+    notes.append(f'walkers resampled from {len(fields["walkers"])} to {batch_size} '
+                 '(burn-in follows)')
+  keys = fields['key']
+  if len(keys) != n_devices:
+    keys = np.asarray(jax.random.split(keys[0], n_devices))
+    notes.append('RNG keys re-split for this device count')
+  return dict(fields, walkers=x, key=keys), resampled, notes
+
+
+def restore(path: str, template: TrainState, batch_size: int, resume: bool) -> Restored:
+  """Loads the newest readable checkpoint of a run folder, or a ckpt_*.npz file, fitted to
+  this run's batch and devices. Host only (process 0).
+
+  Raises ConfigError with the fix if nothing can be loaded. Unless `resume` (the run's own
+  folder), a checkpoint of another optimizer gives everything but its optimizer state.
+  """
+  templates = state_fields(template, gather=False)
+  optional = () if resume else ('opt_state',)
+  try:
+    if os.path.isdir(path):
+      _, fields, path = load_latest(path, templates, RESIZABLE, optional)
+    elif os.path.isfile(path):
+      _, fields = load(path, templates, RESIZABLE, optional)
+    else:
+      raise ConfigError(f'log.restore_path={path} does not exist; give a run folder or a '
+                        'ckpt_*.npz file')
+  except CheckpointError as e:
+    raise ConfigError(f'cannot restore: {e}; point log.restore_path at a run of the same '
+                      'network, or start a new run') from None
+  fields, resampled, notes = fit_fields(fields, batch_size, parallel.global_device_count())
+  if 'opt_state' not in fields:
+    notes.append('optimizer state of another optimizer: not restored, initialized afresh')
+  return Restored(fields, path, resampled, 'opt_state' in fields, tuple(notes))
+
+
+def state_from_fields(fields: dict[str, Any], template: TrainState) -> TrainState:
+  """Inverse of `state_fields` (after `fit_fields`): this process's part, on its devices.
+  Fields missing from `fields` (an optimizer state not restored) keep the template's."""
+  replicated = {name: parallel.replicate(fields[name]) for name in _REPLICATED
+                if name in fields}
+  walkers = MCMCState(x=parallel.shard(parallel.local_part(fields['walkers'])),
+                      width=replicated.get('width', template.mcmc.width),
+                      acceptance_sum=replicated.get('acceptance_sum',
+                                                    template.mcmc.acceptance_sum))
+  return template._replace(
+      params=replicated.get('params', template.params),
+      opt_state=replicated.get('opt_state', template.opt_state),
+      step=replicated.get('step', template.step), mcmc=walkers,
+      key=parallel.local_part(fields['key']))

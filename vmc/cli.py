@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vmc import config as config_lib
-from vmc.errors import ConfigError
+from vmc.errors import ConfigError, RunAborted
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(config_lib.__file__), 'config.py')
 _CONFIG = None
@@ -34,7 +34,7 @@ def _define_config_flag():
     sys.exit(2)
 
 
-def _unknown_key_message(args) -> str | None:
+def _unknown_key_message(args: list[str]) -> str | None:
   """Names the first --config.KEY that the default config lacks, with a suggestion."""
   for arg in args:
     if not arg.startswith('--config.'):
@@ -52,9 +52,10 @@ def _unknown_key_message(args) -> str | None:
   return None
 
 
-def _main(argv):
+def _main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}; options go as --config.KEY=VALUE')
+  assert _CONFIG is not None  # defined by main()
   cfg = _CONFIG.value
   from vmc import train  # imported here so that --help stays fast
   try:
@@ -62,7 +63,7 @@ def _main(argv):
     train.run(spec)
   except ConfigError as e:
     _fail(e, 2)
-  except train.RunAborted as e:
+  except RunAborted as e:
     _fail(e, 1)
 
 
@@ -78,7 +79,7 @@ def _one_line(text: str) -> str:
   return ' '.join(text.split())
 
 
-def _parse_flags(argv):
+def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a bad flag or config key reported on one line (exit 2)."""
   try:
     return flags.FLAGS(argv)
@@ -91,14 +92,14 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
-def _quiet_libraries(record) -> bool:
+def _quiet_libraries(record: pylogging.LogRecord) -> bool:
   """Drops kfac-jax's INFO-level graph dumps unless --verbosity asks for debug output."""
   noisy = 'kfac_jax' in record.pathname or 'xla_bridge' in record.pathname
   return not (noisy and record.levelno < pylogging.WARNING and
               logging.get_verbosity() <= logging.INFO)
 
 
-def main():
+def main() -> None:
   global _CONFIG
   _CONFIG = _define_config_flag()
   logging.get_absl_handler().addFilter(_quiet_libraries)

@@ -1,14 +1,19 @@
-"""The all-electron Hamiltonian in atomic units (hartree, bohr).
+"""The all-electron Hamiltonian in atomic units (hartree, bohr), as a sum of terms.
 
-E_L(x) = -1/2 (lap log|psi| + |grad log|psi||^2) + V(x),
-V = -sum_iI Z_I / |r_i - R_I| + sum_{i<j} 1 / |r_i - r_j| + sum_{I<J} Z_I Z_J / |R_I - R_J|.
+E_L(x) = (H psi)(x) / psi(x) = T_L(x) + V(x), with
+T_L = -1/2 (lap log|psi| + |grad log|psi||^2)   (kinetic_energy)
+V   = -sum_iI Z_I / |r_i - R_I| + sum_{i<j} 1 / |r_i - r_j| + sum_{I<J} Z_I Z_J / |R_I - R_J|
+                                                  (coulomb_potential)
 
-Everything here acts on one walker x of shape (n_electrons * 3,); vmap over walkers.
+Every term is an `EnergyTerm` (params, x) -> hartree of one walker x (n_electrons * 3,),
+built from the wavefunction (sign, log|psi|) and the system; `make_local_energy` adds them
+up. A term that needs wavefunction ratios psi(x')/psi(x) (a nonlocal pseudopotential)
+gets them from the same wavefunction; another Hamiltonian term is one more function here.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import folx
 import jax
@@ -16,11 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmc import systems
+from vmc.types import Array, EnergyTerm, LaplacianFn, LocalEnergyFn, Params, WavefunctionFn
 
-LogAbsFn = Callable[[jnp.ndarray], jnp.ndarray]  # x (3N,) -> log|psi| scalar
+LogAbsFn = Callable[[Array], Array]  # x (3N,) -> log|psi| of one walker, fixed parameters
 
 
-def potential_energy(x: jnp.ndarray, atoms: jnp.ndarray, charges: jnp.ndarray) -> jnp.ndarray:
+def potential_energy(x: Array, atoms: Array, charges: Array) -> Array:
   """Coulomb energy of one walker: electron-nucleus, electron-electron, nucleus-nucleus."""
   pos = x.reshape(-1, 3)
   n = pos.shape[0]
@@ -35,7 +41,7 @@ def potential_energy(x: jnp.ndarray, atoms: jnp.ndarray, charges: jnp.ndarray) -
   return v
 
 
-def laplacian_loop(f: LogAbsFn, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def laplacian_loop(f: LogAbsFn, x: Array) -> tuple[Array, Array]:
   """Exact (lap f, grad f) by a loop of forward-over-reverse passes over the 3N coordinates.
 
   Each pass is one Hessian-vector product with a unit vector e_i, of which the i-th entry
@@ -45,7 +51,7 @@ def laplacian_loop(f: LogAbsFn, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarra
   n = x.shape[0]
   eye = jnp.eye(n, dtype=x.dtype)
 
-  def body(i, acc):
+  def body(i: int, acc: Array) -> Array:
     _, hess_col = jax.jvp(grad_f, (x,), (eye[i],))
     return acc + hess_col[i]
 
@@ -53,42 +59,77 @@ def laplacian_loop(f: LogAbsFn, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarra
   return lap, grad_f(x)
 
 
-def laplacian_folx(f: LogAbsFn, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def laplacian_folx(f: LogAbsFn, x: Array) -> tuple[Array, Array]:
   """Exact (lap f, grad f) by folx's generic forward Laplacian (one pass over the jaxpr of
   f, Jacobians propagated densely: sparsity tracking is slower here, docs/benchmarks.md)."""
   out = folx.forward_laplacian(f, sparsity_threshold=0)(x)
   return out.laplacian, out.jacobian.dense_array
 
 
-# 'forward' is the network's own forward Laplacian (vmc/networks/ferminet_laplacian.py);
-# networks without one fall back to folx.
-METHODS = ('loop', 'forward', 'folx')
+METHODS = ('forward', 'loop', 'folx')  # = vmc.config.LAPLACIANS
 
 
-def make_local_energy(logabs: Callable, system: systems.System, method: str = 'loop',
-                      forward_laplacian: Callable | None = None):
-  """Returns local_energy(params, x) -> E_L for one walker.
+def kinetic_energy(wavefunction: WavefunctionFn, method: str = 'forward',
+                   forward_laplacian: LaplacianFn | None = None) -> EnergyTerm:
+  """T_L = -1/2 (lap log|psi| + |grad log|psi||^2) = -1/2 (lap psi) / psi.
 
-  logabs(params, x) is log|psi| of one walker; forward_laplacian(params, x), if given, is
-  (lap log|psi|, grad log|psi|) and is what method 'forward' uses.
+  method 'forward' uses the network's own forward Laplacian (forward_laplacian(params, x)
+  -> (lap log|psi|, grad log|psi|)) and falls back to folx without one; 'loop' and 'folx'
+  differentiate log|psi| of the wavefunction.
   """
-  atoms = jnp.asarray(system.positions, jnp.float32)
-  charges = jnp.asarray(system.charges, jnp.float32)
   if method not in METHODS:
     raise ValueError(f'unknown Laplacian method {method!r}; use one of {METHODS}')
 
-  def lap_and_grad(params, x):
-    f = lambda y: logabs(params, y)
-    if method == 'loop':
-      return laplacian_loop(f, x)
+  def lap_and_grad(params: Params, x: Array) -> tuple[Array, Array]:
     if method == 'forward' and forward_laplacian is not None:
       return forward_laplacian(params, x)
-    return laplacian_folx(f, x)
+    f = lambda y: wavefunction(params, y)[1]
+    return laplacian_loop(f, x) if method == 'loop' else laplacian_folx(f, x)
 
-  def local_energy(params, x):
+  def kinetic(params: Params, x: Array) -> Array:
     lap, grad = lap_and_grad(params, x)
-    # -1/2 (lap psi) / psi = -1/2 (lap log|psi| + |grad log|psi||^2)
-    kinetic = -0.5 * (lap + jnp.sum(grad ** 2))
-    return kinetic + potential_energy(x, atoms, charges)
+    return -0.5 * (lap + jnp.sum(grad ** 2))
+
+  return kinetic
+
+
+def coulomb_potential(system: systems.System) -> EnergyTerm:
+  """V(x): electron-nucleus, electron-electron and nucleus-nucleus Coulomb energy."""
+  atoms = jnp.asarray(system.positions, jnp.float32)
+  charges = jnp.asarray(system.charges, jnp.float32)
+
+  def potential(params: Params, x: Array) -> Array:
+    del params
+    return potential_energy(x, atoms, charges)
+
+  return potential
+
+
+def make_local_energy(wavefunction: WavefunctionFn, system: systems.System,
+                      method: str = 'forward', forward_laplacian: LaplacianFn | None = None,
+                      extra_terms: Sequence[EnergyTerm] = ()) -> LocalEnergyFn:
+  """Returns local_energy(params, x) -> E_L of one walker: the kinetic energy, the Coulomb
+  potential and any `extra_terms`, added in that order.
+
+  wavefunction(params, x) -> (sign, log|psi|) of one walker; method and forward_laplacian
+  as in `kinetic_energy`.
+  """
+  terms = (kinetic_energy(wavefunction, method, forward_laplacian),
+           coulomb_potential(system), *extra_terms)
+
+  def local_energy(params: Params, x: Array) -> Array:
+    total = terms[0](params, x)
+    for term in terms[1:]:
+      total = total + term(params, x)
+    return total
 
   return local_energy
+
+
+def batched(local_energy: LocalEnergyFn,
+            chunk_size: int = 0) -> Callable[[Params, Array], Array]:
+  """(params, x (batch, 3N)) -> (batch,), all walkers at once or `chunk_size` at a time."""
+  if chunk_size <= 0:
+    return jax.vmap(local_energy, in_axes=(None, 0))
+  return lambda params, x: jax.lax.map(lambda xi: local_energy(params, xi), x,
+                                       batch_size=chunk_size)

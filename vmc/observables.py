@@ -18,18 +18,19 @@ same |psi|^2.
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import h5py
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from vmc import parallel, systems, statistics
+from vmc import parallel, statistics, systems
+from vmc.config import ObservablesSpec
+from vmc.types import Array, Params, WavefunctionFn
 
 DEBYE_PER_AU = 2.541746
-DENSITIES = ('none', 'radial', 'grid')
 
 
 class Observables(NamedTuple):
@@ -39,13 +40,9 @@ class Observables(NamedTuple):
   attrs: dict  # grid/bin descriptions for the HDF5 file
 
 
-def enabled(cfg: ml_collections.ConfigDict) -> bool:
-  o = cfg.observables
-  return bool(o.dipole or o.s2 or o.density != 'none')
-
-
-def make(network, system: systems.System, cfg: ml_collections.ConfigDict) -> Observables:
-  o = cfg.observables
+def make(wavefunction: WavefunctionFn, system: systems.System,
+         o: ObservablesSpec) -> Observables:
+  """The observables selected by `o`, of the wavefunction (params, x) -> (sign, log|psi|)."""
   charges = np.array([a.charge for a in system.atoms], np.float32)
   coords = np.array([a.coords for a in system.atoms], np.float32)
   centre = (charges[:, None] * coords).sum(0) / charges.sum()
@@ -68,18 +65,18 @@ def make(network, system: systems.System, cfg: ml_collections.ConfigDict) -> Obs
     attrs['grid_centre'] = centre
   pairs = [(i, j) for i in range(n_up) for j in range(n_up, n)]
 
-  def per_walker(params, x):
+  def per_walker(params: Params, x: Array) -> dict[str, Array]:
     """Observables of one walker x (3n,) -> dict of arrays."""
     out = {}
     r = x.reshape(n, 3)
     if o.dipole:
       out['dipole'] = (charges[:, None] * coords).sum(0) - r.sum(0)
     if o.s2:
-      sign, logabs = network.apply(params, x)
-      total = 0.0
+      sign, logabs = wavefunction(params, x)
+      total: Any = 0.0
       for i, j in pairs:
         swapped = r.at[i].set(r[j]).at[j].set(r[i]).reshape(-1)
-        s_sw, l_sw = network.apply(params, swapped)
+        s_sw, l_sw = wavefunction(params, swapped)
         total = total + s_sw * sign * jnp.exp(l_sw - logabs)
       sz = 0.5 * (n_up - n_down)
       out['s2'] = sz * (sz + 1) + n_down - total
@@ -97,7 +94,7 @@ def make(network, system: systems.System, cfg: ml_collections.ConfigDict) -> Obs
       out['grid_density'] = jnp.stack(hist).astype(jnp.float32)
     return out
 
-  def evaluate(params, x):
+  def evaluate(params: Params, x: Array) -> dict[str, Array]:
     values = jax.vmap(per_walker, in_axes=(None, 0))(params, x)
     return {k: parallel.pmean(jnp.mean(v, axis=0)) for k, v in values.items()}
 
@@ -106,9 +103,10 @@ def make(network, system: systems.System, cfg: ml_collections.ConfigDict) -> Obs
 
 def row_values(values: dict) -> dict[str, float]:
   """The CSV columns of one iteration's (host) values."""
-  row = {}
+  row: dict[str, float] = {}
   if 'dipole' in values:
-    row.update(zip(('dipole_x', 'dipole_y', 'dipole_z'), (float(v) for v in values['dipole'])))
+    row.update(zip(('dipole_x', 'dipole_y', 'dipole_z'), (float(v) for v in values['dipole']),
+                   strict=True))
   if 's2' in values:
     row['s2'] = float(values['s2'])
   return row
@@ -159,7 +157,7 @@ class ArrayStore:
 
 def summarize(stats: dict[str, np.ndarray]) -> dict:
   """Reblocked estimates of the scalar observables in a statistics table."""
-  out = {}
+  out: dict[str, Any] = {}
   if 'dipole_x' in stats:
     comps = [statistics.estimate(stats[f'dipole_{c}']) for c in 'xyz']
     out['dipole_au'] = [e.mean for e in comps]

@@ -16,22 +16,37 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Callable
+import warnings
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import numpy as np
 from absl import logging
 
+from vmc.config import DistributedSpec
 from vmc.errors import ConfigError
 
 AXIS = 'devices'
 
+# kfac-jax 0.0.8 switches the process-wide flag jax_pmap_shmap_merge off when it is imported
+# (its pmapped step needs the classic pmap, not pmap implemented as shard_map). vmc sets
+# the same value here, before any pmap, so that every run (kfac, adam or none; imported
+# in any order) compiles its pmapped functions one way. tests/test_parallel.py checks that
+# importing kfac-jax then changes nothing. JAX deprecates the flag (to go in 0.10, which
+# kfac-jax 0.0.8 does not support anyway); a move to shard_map touches this module only.
+with warnings.catch_warnings():
+  warnings.simplefilter('ignore', DeprecationWarning)
+  jax.config.update('jax_pmap_shmap_merge', False)
 
-def pmap(fn, **kwargs):
+
+def pmap(fn: Callable, **kwargs: Any) -> Callable:
+  """jax.pmap over the local devices with vmc's axis name (collectives below use it)."""
   return jax.pmap(fn, axis_name=AXIS, **kwargs)
 
 
-def pmean(x):
+def pmean(x: Any) -> Any:
+  """Mean over all devices of all processes (inside pmap)."""
   return jax.lax.pmean(x, AXIS)
 
 
@@ -73,7 +88,7 @@ def _launched_processes() -> tuple[int, str] | None:
   return None
 
 
-def initialize(dist) -> None:
+def initialize(dist: DistributedSpec) -> None:
   """Starts jax.distributed when this run is one of several processes.
 
   dist: the `distributed` config. mode 'auto' initializes when coordinator_address is set
@@ -87,9 +102,10 @@ def initialize(dist) -> None:
   if dist.mode == 'off' or (dist.mode == 'auto' and not dist.coordinator_address
                             and launched is None):
     return
-  kwargs = dict(coordinator_address=dist.coordinator_address or None,
-                num_processes=dist.num_processes, process_id=dist.process_id,
-                initialization_timeout=int(dist.timeout_seconds))
+  kwargs: dict[str, Any] = dict(
+      coordinator_address=dist.coordinator_address or None,
+      num_processes=dist.num_processes, process_id=dist.process_id,
+      initialization_timeout=int(dist.timeout_seconds))
   source = 'config' if dist.coordinator_address else (launched[1] if launched else 'JAX')
   logging.info('starting jax.distributed (%s); waiting up to %d s for all processes (if '
                'some never start, JAX ends this one with DEADLINE_EXCEEDED)', source,
@@ -137,7 +153,7 @@ def describe(batch_size: int) -> str:
 # Host arrays <-> device arrays of this process.
 
 
-def replicate(tree):
+def replicate(tree: Any) -> Any:
   """A host pytree with a leading device axis: one copy per local device.
 
   pmapped functions place each slice of the leading axis on its device when called.
@@ -147,24 +163,24 @@ def replicate(tree):
       lambda a: np.broadcast_to(np.asarray(a), (n,) + np.shape(a)).copy(), tree)
 
 
-def shard(x: np.ndarray) -> np.ndarray:
+def shard(x: Any) -> np.ndarray:
   """Splits the leading batch axis of x over the local devices: (n_dev, batch / n_dev, ...)."""
   x = np.asarray(x)
   return x.reshape((device_count(), -1) + x.shape[1:])
 
 
-def unshard(x) -> np.ndarray:
+def unshard(x: Any) -> np.ndarray:
   """Inverse of `shard`: (n_dev, b, ...) -> (n_dev * b, ...) on the host."""
   x = np.asarray(jax.device_get(x))
   return x.reshape((-1,) + x.shape[2:])
 
 
-def first(tree):
+def first(tree: Any) -> Any:
   """The copy on the first device of a replicated pytree, on the host."""
   return jax.device_get(jax.tree_util.tree_map(lambda a: a[0], tree))
 
 
-def split_keys(key, n: int | None = None):
+def split_keys(key: jax.Array, n: int | None = None) -> jax.Array:
   """One independent key per local device."""
   return jax.random.split(key, n or device_count())
 
@@ -189,7 +205,7 @@ def gather_batch(x: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True))
 
 
-def any_process(flags) -> np.ndarray:
+def any_process(flags: Any) -> np.ndarray:
   """Element-wise OR of boolean flags over all processes (e.g. stop, checkpoint now)."""
   flags = np.asarray(flags, np.int32)
   if process_count() == 1:

@@ -13,17 +13,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable
+import typing
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
 
 from vmc import mcmc, parallel, systems, writers
-from vmc.errors import ConfigError
+from vmc.config import Spec
+from vmc.errors import ConfigError, RunAborted
+from vmc.networks import Network
+from vmc.types import Array, MCMCState, Params, PRNGKey, TrainState
 
 PRETRAIN_COLUMNS = ('step', 'loss', 'pmove', 'move_width', 'wall_time')
 _CACHE = 'hf_orbitals.npz'
@@ -32,11 +36,12 @@ _CACHE = 'hf_orbitals.npz'
 @dataclasses.dataclass
 class HartreeFock:
   """A converged SCF solution and its occupied orbitals at arbitrary points."""
-  mol: object  # pyscf.gto.Mole
+  mol: Any  # pyscf.gto.Mole
   mo_coeff: np.ndarray  # (2, n_ao, n_mo): spin up, spin down
   energy: float  # hartree
   method: str  # 'RHF', 'UHF' or 'ROHF'
   nspins: tuple[int, int]
+  basis: str
 
   def orbitals(self, x: np.ndarray) -> list[np.ndarray]:
     """Occupied orbitals at the electrons of each spin.
@@ -77,32 +82,45 @@ def check_basis(system: systems.System, basis: str) -> None:
 
 
 def hartree_fock(system: systems.System, basis: str, open_shell: str = 'uhf',
-                 cache_dir: str | None = None) -> HartreeFock:
-  """RHF for closed shells, UHF/ROHF for open shells, loaded from `cache_dir` if there.
+                 cache_dir: str | None = None, write_cache: bool = True) -> HartreeFock:
+  """RHF for closed shells, UHF/ROHF for open shells, loaded from `cache_dir` if there
+  (and written there unless write_cache is False: see `write_cache`).
 
   In a multi-process run, process 0 solves (and caches) and the others receive its
-  orbitals, so every process fits the same targets.
+  orbitals, so every process fits the same targets. Raises ConfigError if PySCF cannot
+  build the basis or the SCF does not converge.
   """
   mol = _molecule(system, basis)
   method = 'RHF' if system.spin == 0 else open_shell.upper()
   if method not in ('RHF', 'UHF', 'ROHF'):
     raise ConfigError(f"pretrain.open_shell={open_shell!r} is not known; use 'uhf' or 'rohf'")
   mo_coeff, energy = parallel.on_main(
-      lambda: _solve_or_load(mol, system.name, basis, method, cache_dir))
-  return HartreeFock(mol, mo_coeff, energy, method, tuple(system.electrons))
+      lambda: _load(mol, basis, method, cache_dir) or _solve(mol, system.name, basis, method))
+  nspins = (int(system.electrons[0]), int(system.electrons[1]))
+  hf = HartreeFock(mol, mo_coeff, energy, method, nspins, basis)
+  if cache_dir and write_cache and parallel.is_main():
+    write_cache_file(hf, cache_dir)
+  return hf
 
 
-def _solve_or_load(mol, name: str, basis: str, method: str, cache_dir: str | None):
-  """(mo_coeff (2, n_ao, n_mo), energy) from the cache in cache_dir, else from PySCF."""
-  from pyscf import scf
+def _load(mol: Any, basis: str, method: str,
+          cache_dir: str | None) -> tuple[np.ndarray, float] | None:
+  """(mo_coeff, energy) from a cache of the same basis and method in cache_dir, if any."""
   cache = os.path.join(cache_dir, _CACHE) if cache_dir else None
-  if cache and os.path.exists(cache):
-    with np.load(cache) as data:
-      if str(data['basis']) == basis and str(data['method']) == method and (
-          data['mo_coeff'].shape[1] == mol.nao):
-        logging.info('Hartree-Fock orbitals loaded from %s (%s/%s, E = %.6f Ha)', cache,
-                     method, basis, float(data['energy']))
-        return np.asarray(data['mo_coeff']), float(data['energy'])
+  if not cache or not os.path.exists(cache):
+    return None
+  with np.load(cache) as data:
+    if str(data['basis']) == basis and str(data['method']) == method and (
+        data['mo_coeff'].shape[1] == mol.nao):
+      logging.info('Hartree-Fock orbitals loaded from %s (%s/%s, E = %.6f Ha)', cache,
+                   method, basis, float(data['energy']))
+      return np.asarray(data['mo_coeff']), float(data['energy'])
+  return None
+
+
+def _solve(mol: Any, name: str, basis: str, method: str) -> tuple[np.ndarray, float]:
+  """(mo_coeff (2, n_ao, n_mo), energy) from PySCF."""
+  from pyscf import scf
   solver = {'RHF': scf.RHF, 'UHF': scf.UHF, 'ROHF': scf.ROHF}[method]
   t0 = time.time()
   mf = solver(mol)
@@ -110,7 +128,7 @@ def _solve_or_load(mol, name: str, basis: str, method: str, cache_dir: str | Non
   if not mf.converged:
     mf = mf.newton()  # second-order SCF rescues most slow or oscillating cases
     energy = float(mf.kernel())
-  if not mf.converged:
+  if not mf.converged or not np.isfinite(energy):
     raise ConfigError(
         f'PySCF {method}/{basis} did not converge for {name}; try another '
         "pretrain.basis, pretrain.open_shell='rohf', or pretrain.method='none'")
@@ -118,34 +136,39 @@ def _solve_or_load(mol, name: str, basis: str, method: str, cache_dir: str | Non
   mo_coeff = np.stack([mo, mo]) if mo.ndim == 2 else mo
   logging.info('Hartree-Fock %s/%s energy %.6f Ha (%.1f s)', method, basis, energy,
                time.time() - t0)
-  if cache:
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = cache + '.tmp.npz'
-    np.savez(tmp, mo_coeff=mo_coeff, energy=energy, basis=basis, method=method)
-    os.replace(tmp, cache)
   return mo_coeff, energy
+
+
+def write_cache_file(hf: HartreeFock, directory: str) -> None:
+  """Keeps the SCF solution in directory/hf_orbitals.npz (atomically) for later runs."""
+  os.makedirs(directory, exist_ok=True)
+  cache = os.path.join(directory, _CACHE)
+  tmp = cache + '.tmp.npz'
+  np.savez(tmp, mo_coeff=hf.mo_coeff, energy=hf.energy, basis=hf.basis, method=hf.method)
+  os.replace(tmp, cache)
 
 
 def make_hf_callback(hf: HartreeFock) -> Callable:
   """HF orbitals as a JAX function (a host callback) of x: (batch, 3N)."""
-  def fn(x):
+  def fn(x: Array) -> list[Array]:
     shapes = [jax.ShapeDtypeStruct((x.shape[0], n, n), jnp.float32) for n in hf.nspins]
     return jax.pure_callback(lambda y: hf.orbitals(y), shapes, x)
   return fn
 
 
-def hf_logabs(blocks) -> jnp.ndarray:
+def hf_logabs(blocks: list[Array]) -> Array:
   """log|det Phi_up det Phi_down| of the HF Slater determinant, per walker."""
-  total = 0.0
+  total: Any = 0.0
   for block in blocks:
     if block.shape[-1]:
       total = total + jnp.linalg.slogdet(block)[1]
   return total
 
 
-def target_orbitals(hf_blocks, full_det: bool, nspins) -> list[jnp.ndarray]:
+def target_orbitals(hf_blocks: list[Array], full_det: bool,
+                    nspins: tuple[int, int]) -> list[Array]:
   """The network-shaped targets: one block-diagonal (N, N) matrix, or the spin blocks."""
-  hf_blocks = [b for b, n in zip(hf_blocks, nspins) if n]
+  hf_blocks = [b for b, n in zip(hf_blocks, nspins, strict=True) if n]
   if not full_det or len(hf_blocks) == 1:
     return hf_blocks
   up, down = hf_blocks
@@ -155,21 +178,23 @@ def target_orbitals(hf_blocks, full_det: bool, nspins) -> list[jnp.ndarray]:
   return [jnp.concatenate([top, bottom], axis=1)]
 
 
-def make_pretrain_step(network, batch_logabs, hf: HartreeFock, cfg: ml_collections.ConfigDict):
-  """Returns a pmapped step (params, opt_state, walkers, key, width) -> (..., stats)."""
-  full_det = bool(cfg.network.full_det)
-  nspins = tuple(hf.nspins)
-  w = float(cfg.pretrain.hf_sample_weight)
+def make_pretrain_step(network: Network, hf: HartreeFock, spec: Spec) -> tuple[Callable, Callable]:
+  """Returns (step, init): pmapped step(params, opt_state, walkers, key) -> (params,
+  opt_state, walkers, loss, pmove, move width used) and init(params) -> opt_state."""
+  full_det = spec.network.full_det
+  nspins = hf.nspins
+  w = spec.pretrain.hf_sample_weight
   hf_fn = make_hf_callback(hf)
-  tx = optax.adam(cfg.pretrain.lr)
+  tx = optax.adam(spec.pretrain.lr)
+  batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
 
-  def batch_net_orbitals(params, x):
+  def batch_net_orbitals(params: Params, x: Array) -> list[Array]:
     blocks = jax.vmap(network.orbitals, in_axes=(None, 0))(params, x)
     if full_det and len(blocks) == 2:
       blocks = [jnp.concatenate(blocks, axis=2)]  # (batch, det, N, N)
     return blocks
 
-  def sample_logabs(params, x):
+  def sample_logabs(params: Params, x: Array) -> Array:
     """log of the sampling amplitude: w |psi_HF| + (1 - w) |psi_net|."""
     log_hf = hf_logabs(hf_fn(x))
     if w >= 1.0:
@@ -179,51 +204,54 @@ def make_pretrain_step(network, batch_logabs, hf: HartreeFock, cfg: ml_collectio
       return log_net
     return jnp.logaddexp(jnp.log(w) + log_hf, jnp.log1p(-w) + log_net)
 
-  mcmc_step = mcmc.make_mcmc_step(sample_logabs, cfg.mcmc.steps)
+  sampler = mcmc.make_sampler(sample_logabs, spec.system, spec.mcmc)
 
-  def loss_fn(params, x, targets):
+  def loss_fn(params: Params, x: Array, targets: list[Array]) -> Array:
     blocks = batch_net_orbitals(params, x)
-    return sum(jnp.mean((b - t[:, None]) ** 2) for b, t in zip(blocks, targets))
+    losses = [jnp.mean((b - t[:, None]) ** 2) for b, t in zip(blocks, targets, strict=True)]
+    return typing.cast(Array, sum(losses))
 
-  def step(params, opt_state, x, key, width):
-    walkers = mcmc.Walkers(x, sample_logabs(params, x))
-    walkers, pmove = mcmc_step(params, walkers, key, width)
-    pmove = parallel.pmean(pmove)
+  def step(params: Params, opt_state: Any, walkers: MCMCState, key: PRNGKey):  # noqa: ANN202
+    used_width = walkers.width
+    walkers, pmove = sampler.adapt_step(params, walkers, key)
     targets = target_orbitals(hf_fn(walkers.x), full_det, nspins)
     loss, grads = jax.value_and_grad(loss_fn)(params, walkers.x, targets)
     updates, opt_state = tx.update(parallel.pmean(grads), opt_state, params)
     params = optax.apply_updates(params, updates)
-    new_width = mcmc.adapt_width(width, pmove, cfg.mcmc.target_acceptance)
-    return params, opt_state, walkers.x, new_width, parallel.pmean(loss), pmove
+    return params, opt_state, walkers, parallel.pmean(loss), pmove, used_width
 
   return parallel.pmap(step, donate_argnums=(0, 1, 2)), parallel.pmap(tx.init)
 
 
-def run(state, network, batch_logabs, hf: HartreeFock, cfg: ml_collections.ConfigDict,
-        save_path: str):
-  """Pretrains `state.params` and moves `state.walkers`; writes pretrain_stats.csv."""
-  n = int(cfg.pretrain.iterations)
-  step, init = make_pretrain_step(network, batch_logabs, hf, cfg)
-  params, x, width = state.params, state.walkers.x, state.width
+def run(state: TrainState, network: Network, hf: HartreeFock, spec: Spec, save_path: str,
+        should_stop: Callable[[], bool]) -> TrainState | None:
+  """Pretrains `state.params` and moves the walkers; writes pretrain_stats.csv afresh.
+
+  Returns the new state, or None when should_stop() said so after some iteration (the
+  pretraining is then lost: a rerun starts it again). A non-finite loss raises RunAborted.
+  """
+  n = spec.pretrain.iterations
+  step, init = make_pretrain_step(network, hf, spec)
+  params, walkers, key = state.params, state.mcmc, state.key
   opt_state = init(params)
-  key = state.key
-  progress = writers.Progress(n, cfg.log.print_every_seconds, label='pretrain')
+  path = os.path.join(save_path, 'pretrain_stats.csv')
+  parallel.on_main(lambda: writers.truncate_csv(path, 0))  # an earlier attempt's rows
+  progress = writers.Progress(n, spec.log.print_every_seconds, label='pretrain')
   t_start = time.time()
-  with writers.CsvWriter(os.path.join(save_path, 'pretrain_stats.csv'), PRETRAIN_COLUMNS,
-                         enabled=parallel.is_main()) as out:
+  with writers.CsvWriter(path, PRETRAIN_COLUMNS, enabled=parallel.is_main()) as out:
     for t in range(n):
       key, sub = _split(key)
-      used_width = width
-      params, opt_state, x, width, loss, pmove = step(params, opt_state, x, sub, width)
-      loss, pmove, used = (float(v) for v in parallel.first((loss, pmove, used_width)))
-      row = dict(step=t, loss=loss, pmove=pmove, move_width=used,
-                 wall_time=time.time() - t_start)
-      out.write(row)
+      params, opt_state, walkers, loss, pmove, used = step(params, opt_state, walkers, sub)
+      loss, pmove, used = (float(v) for v in parallel.first((loss, pmove, used)))
+      out.write(dict(step=t, loss=loss, pmove=pmove, move_width=used,
+                     wall_time=time.time() - t_start))
       progress.update(t, f'loss={loss:.3e}  pmove={pmove:.2f}  width={used:.3f}')
       if not np.isfinite(loss):
-        raise FloatingPointError(f'pretraining loss is {loss} at step {t}')
-  walkers = mcmc.Walkers(x, parallel.pmap(batch_logabs)(params, x))
-  return state._replace(params=params, walkers=walkers, width=width, key=key)
+        raise RunAborted(f'pretraining loss is {loss} at iteration {t}: lower pretrain.lr, '
+                         "or set pretrain.method='none'")
+      if t < n - 1 and should_stop():
+        return None
+  return state._replace(params=params, mcmc=walkers, key=key)
 
 
 _split = parallel.pmap(lambda k: tuple(jax.random.split(k)))

@@ -46,7 +46,7 @@ def lookup(system: systems.System, tol: float = 1e-3) -> Reference | None:
       ref = _geometry(row['geometry_bohr'])
       if len(ref) != len(system.atoms) or any(
           s != a.symbol or np.max(np.abs(pos - np.array(a.coords))) > tol
-          for (s, pos), a in zip(ref, system.atoms)):
+          for (s, pos), a in zip(ref, system.atoms, strict=True)):
         continue
     elif len(system.atoms) != 1:
       continue

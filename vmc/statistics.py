@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 
 class Estimate(NamedTuple):
@@ -47,16 +48,16 @@ def reblock_levels(x: np.ndarray) -> list[tuple[int, int, float, float]]:
   return levels
 
 
-def estimate(x) -> Estimate:
+def estimate(x: npt.ArrayLike) -> Estimate:
   """Mean and its standard error for a correlated series (non-finite values dropped)."""
   x = np.asarray(x, np.float64)
-  x = x[np.isfinite(x)]
-  n = len(x)
+  finite: np.ndarray = x[np.isfinite(x)]  # named: numpy types boolean-mask indexing as Any
+  n = len(finite)
   if n == 0:
     nan = float('nan')
     return Estimate(nan, nan, nan, nan, 1, nan, 0, False)
-  mean = float(np.mean(x))
-  levels = reblock_levels(x)
+  mean = float(np.mean(finite))
+  levels = reblock_levels(finite)
   if not levels:  # fewer than 4 samples: no error estimate worth the name
     nan = float('nan')
     return Estimate(mean, nan, nan, nan, 1, nan, n, False)

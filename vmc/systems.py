@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -86,7 +87,8 @@ def _tetrahedral_xh4(center: str, r: float) -> list[tuple[str, tuple[float, floa
       for a, b, c in ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1))]
 
 
-def _pyramidal_xh3(center: str, r: float, angle_deg: float):
+def _pyramidal_xh3(center: str, r: float,
+                   angle_deg: float) -> list[tuple[str, tuple[float, float, float]]]:
   """XH3 with C3v symmetry, bond length r (bohr) and H-X-H angle; X at the origin."""
   theta = math.radians(angle_deg)
   # alpha is the angle between a bond and the C3 axis: cos(theta) = 1 - 1.5 sin^2(alpha).
@@ -100,7 +102,8 @@ def _pyramidal_xh3(center: str, r: float, angle_deg: float):
   return atoms
 
 
-def _bent_xh2(center: str, r: float, angle_deg: float):
+def _bent_xh2(center: str, r: float,
+              angle_deg: float) -> list[tuple[str, tuple[float, float, float]]]:
   half = math.radians(angle_deg) / 2.0
   return [(center, (0.0, 0.0, 0.0)),
           ('H', (r * math.sin(half), 0.0, r * math.cos(half))),
@@ -134,7 +137,7 @@ def _check_symbol(symbol: str, key: str) -> str:
   return symbol
 
 
-def _parse_atoms(molecule, units: str) -> tuple[Atom, ...]:
+def _parse_atoms(molecule: Any, units: str) -> tuple[Atom, ...]:  # molecule: unchecked input
   if units not in ('bohr', 'angstrom'):
     raise ConfigError(f"system.units={units!r} is not known; use 'bohr' or 'angstrom'")
   scale = BOHR_PER_ANGSTROM if units == 'angstrom' else 1.0
@@ -155,9 +158,9 @@ def _parse_atoms(molecule, units: str) -> tuple[Atom, ...]:
   return tuple(atoms)
 
 
-def make_system(*, atom: str | None = None, molecule=None, charge: int = 0,
-                spin: int | None = None, electrons: Sequence[int] | None = None,
-                units: str = 'bohr') -> System:
+def make_system(*, atom: str | None = None, molecule: str | Sequence[Any] | None = None,
+                charge: int = 0, spin: int | None = None,
+                electrons: Sequence[int] | None = None, units: str = 'bohr') -> System:
   """Resolves the `system` config section into a `System`.
 
   Exactly one of `atom` (element symbol) or `molecule` (a name from MOLECULES, or a
@@ -172,7 +175,7 @@ def make_system(*, atom: str | None = None, molecule=None, charge: int = 0,
         'list of (symbol, (x, y, z)))')
   if atom:
     symbol = _check_symbol(atom, 'system.atom')
-    atoms = (Atom(symbol, (0.0, 0.0, 0.0)),)
+    atoms: tuple[Atom, ...] = (Atom(symbol, (0.0, 0.0, 0.0)),)
     name = symbol
   elif isinstance(molecule, str):
     matches = [k for k in MOLECULES if k.lower() == molecule.lower()]
@@ -213,7 +216,7 @@ def make_system(*, atom: str | None = None, molecule=None, charge: int = 0,
           'use a smaller positive charge')
     if spin is None:
       if len(atoms) == 1 and n_elec < len(GROUND_STATE_SPIN):
-        spin = GROUND_STATE_SPIN[n_elec]
+        spin = cast(int, GROUND_STATE_SPIN[n_elec])  # n_elec > 0: never the None at 0
       else:
         spin = n_elec % 2
     if spin < 0 or spin > n_elec or (n_elec - spin) % 2:

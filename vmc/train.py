@@ -1,10 +1,16 @@
-"""The training loop: build everything once from the spec, then iterate.
+"""A run: build everything once from the spec, then iterate.
 
-  state = init(spec)
-  burn in
-  for t in range(iterations):
-    state, stats = step(state)   # compiled: sample, local energy, update
-    write stats, print progress, checkpoint on schedule
+  model = build(spec)                       network, sampler, objective, optimizer
+  state = resume, restore, or init          (+ SCF and pretraining, + burn-in)
+  for t in range(step, optim.iterations):
+    state, stats = model.iteration.step(state)     compiled: sample, update, NaN guard
+    write stats, print progress, checkpoint on schedule, stop on a signal
+
+SIGTERM and SIGINT are honoured from the start: before anything is written the run just
+stops; during the SCF, pretraining or burn-in it stops after the current piece of work
+and says what the next run will redo; during training it checkpoints and stops.
+Everything that can fail on bad input (config, checkpoints, basis, SCF) runs before
+anything is written. Process 0 alone reads and writes files.
 """
 
 from __future__ import annotations
@@ -16,211 +22,61 @@ import os
 import secrets
 import signal
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vmc import analysis, checkpoint, hamiltonian, mcmc, networks, observables, optimizers, parallel
-from vmc import pretrain, reference, writers
-from vmc.config import Spec
-from vmc.errors import ConfigError
+from vmc import analysis, checkpoint, iteration, networks, observables, parallel, pretrain
+from vmc import writers
+from vmc.config import DebugSpec, Spec
+from vmc.errors import ConfigError, RunAborted
+from vmc.types import StepStats, TrainState
+
+__all__ = ['RunAborted', 'RunResult', 'run']
+
+BURN_IN_CHUNK = 10  # burn-in iterations per compiled call: a signal waits at most this long
 
 
 @dataclasses.dataclass
 class RunResult:
   save_path: str
-  steps: int
+  steps: int  # iterations done
   energies: np.ndarray  # (steps,) mean local energy per iteration
-  final_state: optimizers.TrainState
+  final_state: TrainState | None  # None when stopped before training started
 
 
-def seed_of(cfg) -> int:
-  if cfg.debug.seed is not None:
-    return int(cfg.debug.seed)
-  if cfg.debug.deterministic:
+def seed_of(debug: DebugSpec) -> int:
+  if debug.seed is not None:
+    return debug.seed
+  if debug.deterministic:
     return 23
   return secrets.randbelow(2**31)
 
 
 def default_save_path(system_name: str) -> str:
-  stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d_%H%M%S')
+  stamp = datetime.datetime.now(datetime.UTC).strftime('%Y%m%d_%H%M%S')
   return os.path.join('checkpoints', f'{system_name}_{stamp}')
 
 
-def batched_local_energy(local_energy, chunk_size: int):
-  """(params, x (batch, 3N)) -> (batch,), all walkers at once or `chunk_size` at a time."""
-  if chunk_size <= 0:
-    return jax.vmap(local_energy, in_axes=(None, 0))
-  return lambda params, x: jax.lax.map(lambda xi: local_energy(params, xi), x,
-                                       batch_size=chunk_size)
+def stats_name(spec: Spec) -> str:
+  return 'eval_stats.csv' if spec.evaluation else 'train_stats.csv'
 
 
-class Model(NamedTuple):
-  """What a spec builds before any state: the network and its batched functions."""
-  network: networks.Network
-  batch_logabs: Callable  # (params, x (batch, 3N)) -> log|psi| (batch,); what KFAC sees
-  batch_sampling_logabs: Callable  # the same values, cheaper; what Metropolis evaluates
-  batch_local_energy: Callable  # (params, x (batch, 3N)) -> E_L (batch,), chunked
-  trainer: optimizers.Trainer
-
-
-def build(spec: Spec) -> Model:
-  """Network, batched functions and trainer for a spec (no state yet)."""
-  cfg, system = spec.cfg, spec.system
-  network = networks.make_network(system, cfg)
-  batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
-  local_energy = hamiltonian.make_local_energy(network.logabs, system, cfg.optim.laplacian,
-                                               network.laplacian)
-  batch_local_energy = batched_local_energy(local_energy, cfg.optim.local_energy_chunk_size)
-  sampling_logabs = jax.vmap(network.sampling_logabs, in_axes=(None, 0))
-  trainer = optimizers.make_trainer(batch_logabs, sampling_logabs, batch_local_energy, cfg)
-  return Model(network, batch_logabs, sampling_logabs, batch_local_energy, trainer)
-
-
-def init_state(spec: Spec, network, batch_logabs, key) -> optimizers.TrainState:
-  """Parameters, walkers and sampler state; opt_state is added by `with_opt_state`.
-
-  `key` must be the same on every process (parameters are drawn from it); each process
-  draws its own walkers and per-device RNG streams from it folded with its index.
-  """
-  cfg, system = spec.cfg, spec.system
-  parallel.check_layout(cfg.batch_size)
-  k_params, k_walkers, k_run = jax.random.split(key, 3)
-  params = network.init(k_params)
-  me = parallel.process_index()
-  x = mcmc.init_positions(jax.random.fold_in(k_walkers, me), system,
-                          cfg.batch_size // parallel.process_count(), cfg.mcmc.init_width)
-  x = parallel.shard(x)
-  params = parallel.replicate(params)
-  logabs = parallel.pmap(batch_logabs)(params, x)
-  walkers = mcmc.Walkers(x, logabs)
-  return optimizers.TrainState(
-      params=params, opt_state=None, walkers=walkers,
-      width=parallel.replicate(jnp.asarray(cfg.mcmc.move_width, jnp.float32)),
-      acceptance_sum=parallel.replicate(jnp.zeros((), jnp.float32)),
-      key=parallel.split_keys(jax.random.fold_in(k_run, me)),
-      step=parallel.replicate(jnp.zeros((), jnp.int32)))
-
-
-def with_opt_state(state: optimizers.TrainState, trainer) -> optimizers.TrainState:
-  """Initializes the optimizer for the current parameters (after pretraining)."""
-  keys = parallel.pmap(lambda k: jax.random.fold_in(k, 1))(state.key)
-  return state._replace(opt_state=trainer.init_opt_state(state.params, keys, state.walkers.x))
-
-
-_REPLICATED = ('params', 'opt_state', 'width', 'acceptance_sum', 'step')
-_RESIZABLE = ('walkers', 'key')  # batch size and device count may change between runs
-
-
-def to_host(state: optimizers.TrainState, gather: bool = True) -> dict:
-  """Checkpoint fields: one copy of replicated state, all walkers, every device's key.
-
-  With gather (a collective: every process must call it), walkers and keys are those of
-  all processes in process order; without, this process's only (enough for a template).
-  """
-  fields = {name: parallel.first(getattr(state, name)) for name in _REPLICATED}
-  walkers = (parallel.unshard(state.walkers.x), parallel.unshard(state.walkers.logabs))
-  keys = np.asarray(jax.device_get(state.key))
-  if gather:
-    walkers = tuple(parallel.gather_batch(w) for w in walkers)
-    keys = parallel.gather_batch(keys)
-  fields['walkers'] = mcmc.Walkers(*walkers)
-  fields['key'] = keys
-  return fields
-
-
-def fit_fields(fields: dict, batch_size: int, n_devices: int) -> tuple[dict, str | None]:
-  """Adapts checkpoint fields to a run's global batch size and device count, on the host.
-
-  Walkers from a checkpoint with another batch size are trimmed or resampled (then need a
-  burn-in); keys for another device count are split from the first stored key. Returns
-  (fields, a note on what was adapted or None).
-  """
-  note = []
-  x = fields['walkers'].x
-  if len(x) != batch_size:
-    if len(x) > batch_size:
-      x = x[:batch_size]
-      note.append(f'walkers trimmed from {len(fields["walkers"].x)} to {batch_size}')
-    else:
-      idx = np.random.default_rng(int(fields['step'])).choice(len(x), batch_size)
-      x = x[idx]
-      note.append(f'walkers resampled from {len(fields["walkers"].x)} to {batch_size} '
-                  '(burn-in follows)')
-  keys = fields['key']
-  if len(keys) != n_devices:
-    keys = np.asarray(jax.random.split(keys[0], n_devices))
-    note.append('RNG keys re-split for this device count')
-  fields = dict(fields, walkers=mcmc.Walkers(x, np.zeros(len(x), np.float32)), key=keys)
-  return fields, '; '.join(note) or None
-
-
-def from_host(fields: dict, template: optimizers.TrainState) -> optimizers.TrainState:
-  """Inverse of `to_host` (after `fit_fields`): this process's part, on its devices.
-
-  Walkers' log|psi| is left at zero: every step recomputes it for the current parameters.
-  """
-  return template._replace(
-      walkers=mcmc.Walkers(*(parallel.shard(parallel.local_part(a)) for a in fields['walkers'])),
-      key=parallel.local_part(fields['key']),
-      **{name: parallel.replicate(fields[name]) for name in _REPLICATED if name in fields})
-
-
-def load_fields(path: str, templates: dict, batch_size: int, n_devices: int,
-                resume: bool = True):
-  """Loads the newest readable checkpoint from a run folder or a ckpt_*.npz file.
-
-  Host only (process 0). Returns (fields fitted to the run, path, note); raises
-  ConfigError with the fix if nothing can be loaded. Unless `resume` (the run's own
-  folder), a checkpoint of another optimizer gives everything but its optimizer state.
-  """
-  optional = () if resume else ('opt_state',)
-  try:
-    if os.path.isdir(path):
-      step, fields, path = checkpoint.load_latest(path, templates, _RESIZABLE, optional)
-    elif os.path.isfile(path):
-      step, fields = checkpoint.load(path, templates, _RESIZABLE, optional)
-    else:
-      raise ConfigError(f'log.restore_path={path} does not exist; give a run folder or a '
-                        'ckpt_*.npz file')
-  except checkpoint.CheckpointError as e:
-    raise ConfigError(f'cannot restore: {e}; point log.restore_path at a run of the same '
-                      'network, or start a new run') from None
-  fields, note = fit_fields(fields, batch_size, n_devices)
-  if 'opt_state' not in fields:
-    note = '; '.join(filter(None, [note, 'optimizer state of another optimizer: not restored, '
-                                   'initialized afresh']))
-  return fields, path, note
-
-
-def is_evaluation(cfg) -> bool:
-  """optim.optimizer='none': the wavefunction is frozen and only sampled."""
-  return cfg.optim.optimizer == 'none'
-
-
-def stats_name(cfg) -> str:
-  return 'eval_stats.csv' if is_evaluation(cfg) else 'train_stats.csv'
-
-
-def stats_columns(cfg, obs: observables.Observables | None) -> tuple[str, ...]:
+def stats_columns(obs: observables.Observables | None) -> tuple[str, ...]:
   return writers.TRAIN_COLUMNS + (obs.columns if obs else ())
 
 
-class RunAborted(RuntimeError):
-  """The run stopped itself (e.g. too many non-finite steps); the message says why."""
-
-
 class _SignalFlag:
-  """Records SIGTERM/SIGINT so that the loop can finish the step and checkpoint."""
+  """Records SIGTERM/SIGINT so that the run can finish its current piece of work."""
 
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
+  def __init__(self) -> None:
+    self.signum: int | None = None
+    self._previous: dict = {}
 
-  def __enter__(self):
+  def __enter__(self) -> _SignalFlag:
     for sig in (signal.SIGTERM, signal.SIGINT):
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
@@ -228,232 +84,276 @@ class _SignalFlag:
         pass
     return self
 
-  def _handle(self, signum, frame):
+  def _handle(self, signum: int, frame: object) -> None:
     del frame
     if self.signum is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt  # a second Ctrl-C stops at once
     self.signum = signum
-    logging.warning('received %s: finishing this step, then writing a checkpoint',
+    logging.warning('received %s: finishing the current step, then stopping',
                     signal.Signals(signum).name)
 
-  def __exit__(self, *exc):
+  def any_process(self) -> bool:
+    """True on every process once any process got a signal (a collective)."""
+    return bool(parallel.any_process([self.signum is not None])[0])
+
+  def cause(self) -> str:
+    return (signal.Signals(self.signum).name if self.signum is not None
+            else 'a signal to another process')
+
+  def __exit__(self, *exc: object) -> None:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
 
 
-def run(spec: Spec) -> RunResult:
-  """Runs (or resumes) a training run; writes stats and checkpoints into log.save_path.
+class _Start(NamedTuple):
+  """Where a run starts, decided before anything is written."""
+  state: TrainState  # with opt_state when restored; without (None) when fresh
+  resumed: bool  # from a checkpoint in the run's own folder
+  restored: checkpoint.Restored | None  # from a checkpoint, own folder or restore_path
+  needs_burn_in: bool
+  hf: pretrain.HartreeFock | None  # the SCF, when this run pretrains
 
-  A save_path that holds checkpoints is resumed from its newest readable one; otherwise
-  the run starts from log.restore_path if given, else from scratch (pretraining,
-  burn-in). Everything that can fail on bad input runs before anything is written. In a
-  multi-process run every process calls this; process 0 alone reads and writes files.
-  """
-  cfg, system = spec.cfg, spec.system
-  parallel.initialize(cfg.distributed)
-  seed, save_path = parallel.share(
-      (seed_of(cfg), cfg.log.save_path or default_save_path(system.name)))
-  logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
-               system.name, len(system.atoms), system.electrons, system.charge, system.spin)
-  network, batch_logabs, _, _, trainer = build(spec)
-  obs = observables.make(network, system, cfg) if observables.enabled(cfg) else None
-  state = init_state(spec, network, batch_logabs, jax.random.PRNGKey(seed))
-  template = with_opt_state(state, trainer)
-  n_devices = parallel.global_device_count()
-  stats_path = os.path.join(save_path, stats_name(cfg))
 
-  def inspect_disk():
-    """What to start from (process 0): (checkpoint fields or None, path, note)."""
-    resume_from = save_path if checkpoint.list_checkpoints(save_path) else cfg.log.restore_path
-    if resume_from:
-      fields, path, note = load_fields(resume_from, to_host(template, gather=False),
-                                       cfg.batch_size, n_devices,
-                                       resume=resume_from == save_path)
-      verb = 'resuming' if resume_from == save_path else 'starting'
-      if verb == 'resuming':
-        writers.check_columns(stats_path, stats_columns(cfg, obs))
-      return fields, f'{verb} from {path}', note
+def _find_start(spec: Spec, model: iteration.Model, seed: int, save_path: str,
+                obs: observables.Observables | None) -> _Start:
+  """Fresh state, or the newest checkpoint of the run folder, or log.restore_path."""
+  state = iteration.init_state(spec, model, jax.random.PRNGKey(seed))
+  template = iteration.with_opt_state(state, model)
+  stats_path = os.path.join(save_path, stats_name(spec))
+
+  def inspect_disk() -> tuple[checkpoint.Restored | None, bool]:
+    resume = bool(checkpoint.list_checkpoints(save_path))
+    source = save_path if resume else spec.log.restore_path
+    if source:
+      if resume:
+        writers.check_columns(stats_path, stats_columns(obs))
+      return checkpoint.restore(source, template, spec.batch_size, resume), resume
     if os.path.exists(stats_path):
       raise ConfigError(
           f'log.save_path={save_path} holds {os.path.basename(stats_path)} but no checkpoint '
           'to resume from; choose a new log.save_path')
-    if cfg.pretrain.method == 'hf':
-      pretrain.check_basis(system, cfg.pretrain.basis)
-    return None, None, None
+    return None, False
 
-  fields, origin, note = parallel.on_main(inspect_disk)
-  resumed = fields is not None
-  needs_burn_in = not resumed or (note is not None and 'resampled' in note)
-  if resumed:
-    state = from_host(fields, template)
-    if 'opt_state' not in fields:
-      state = with_opt_state(state, trainer)
-    logging.info('%s at step %d%s', origin, int(parallel.first(state.step)),
-                 f' ({note})' if note else '')
-    if is_evaluation(cfg) and origin.startswith('starting'):
-      # An evaluation counts its own iterations, after a burn-in of its own.
-      state = state._replace(step=parallel.replicate(jnp.zeros((), jnp.int32)),
-                             acceptance_sum=parallel.replicate(jnp.zeros((), jnp.float32)))
-      needs_burn_in = True
-      logging.info('evaluation: %d iterations of the restored wavefunction after a burn-in '
-                   'of %d', cfg.optim.iterations, cfg.mcmc.burn_in)
-  pretraining = cfg.pretrain.method == 'hf' and not resumed
-  # Everything that can fail on bad input has run: only now is anything written.
-  config_json = cfg.to_json_best_effort(indent=2)
-  if parallel.is_main():
-    os.makedirs(save_path, exist_ok=True)
-    with open(os.path.join(save_path, 'config.json'), 'w') as f:
-      f.write(config_json + '\n')
-  logging.info('seed %d (rerun with --config.debug.seed=%d); output in %s', seed, seed,
-               save_path)
-  n_params = networks.count_parameters(parallel.first(state.params))
-  logging.info('network %s: %d parameters; optimizer %s', cfg.network.network_type,
-               n_params, cfg.optim.optimizer)
-  logging.info('parallelism: %s', parallel.describe(cfg.batch_size))
+  restored, resumed = parallel.on_main(inspect_disk)
+  if restored is None:
+    hf = None
+    if spec.pretrain.method == 'hf':  # before anything is written: a failing SCF is an error
+      hf = pretrain.hartree_fock(spec.system, spec.pretrain.basis, spec.pretrain.open_shell,
+                                 cache_dir=save_path, write_cache=False)
+    return _Start(state, False, None, True, hf)
+  state = checkpoint.state_from_fields(restored.fields, template)
+  if not restored.opt_state_restored:
+    state = iteration.with_opt_state(state, model)
+  verb = 'resuming' if resumed else 'starting'
+  logging.info('%s from %s at step %d%s', verb, restored.path, int(parallel.first(state.step)),
+               f' ({"; ".join(restored.notes)})' if restored.notes else '')
+  needs_burn_in = restored.resampled
+  if spec.evaluation and not resumed:
+    # An evaluation counts its own iterations, after a burn-in of its own.
+    state = state._replace(step=parallel.replicate(jnp.zeros((), jnp.int32)),
+                           mcmc=state.mcmc._replace(
+                               acceptance_sum=parallel.replicate(jnp.zeros((), jnp.float32))))
+    needs_burn_in = True
+    logging.info('evaluation: %d iterations of the restored wavefunction after a burn-in '
+                 'of %d', spec.optim.iterations, spec.mcmc.burn_in)
+  return _Start(state, resumed, restored, needs_burn_in, None)
 
-  hf = None
-  if pretraining:
-    hf = pretrain.hartree_fock(system, cfg.pretrain.basis, cfg.pretrain.open_shell,
-                               cache_dir=save_path)
+
+def _write_run_folder(spec: Spec, save_path: str, start: _Start) -> None:
+  """config.json (and the SCF cache): the first files a run writes."""
+  if not parallel.is_main():
+    return
+  os.makedirs(save_path, exist_ok=True)
+  with open(os.path.join(save_path, 'config.json'), 'w') as f:
+    f.write(spec.config_json + '\n')
+  if start.hf is not None:
+    pretrain.write_cache_file(start.hf, save_path)
+
+
+def _prepare(spec: Spec, model: iteration.Model, start: _Start, save_path: str,
+             signals: _SignalFlag) -> TrainState | None:
+  """Pretraining (fresh runs), the optimizer state, and burn-in; None if a signal came."""
+  state = start.state
+  if start.hf is not None:
     t0 = time.time()
-    state = pretrain.run(state, network, batch_logabs, hf, cfg, save_path)
-    logging.info('pretraining: %d iterations in %.1f s', cfg.pretrain.iterations,
+    pretrained = pretrain.run(state, model.network, start.hf, spec, save_path,
+                              signals.any_process)
+    if pretrained is None:
+      logging.warning('stopped by %s during pretraining; nothing to resume from: the next '
+                      'run redoes pretraining and burn-in (the SCF is kept in %s)',
+                      signals.cause(), save_path)
+      return None
+    state = pretrained
+    logging.info('pretraining: %d iterations in %.1f s', spec.pretrain.iterations,
                  time.time() - t0)
-  if not resumed:
-    state = with_opt_state(state, trainer)
-  if cfg.mcmc.burn_in > 0 and needs_burn_in:
+  if start.restored is None:
+    state = iteration.with_opt_state(state, model)
+  if spec.mcmc.burn_in > 0 and start.needs_burn_in:
     t0 = time.time()
-    state = trainer.burn_in(state, int(cfg.mcmc.burn_in))
-    jax.block_until_ready(state.walkers.x)
-    logging.info('burn-in: %d iterations of %d moves in %.1f s', cfg.mcmc.burn_in,
-                 cfg.mcmc.steps, time.time() - t0)
-  return _loop(spec, state, trainer, save_path, config_json, hf, obs)
+    done = 0
+    while done < spec.mcmc.burn_in:
+      n = min(BURN_IN_CHUNK, spec.mcmc.burn_in - done)
+      state = model.iteration.burn_in(state, n)
+      done += n
+      if done < spec.mcmc.burn_in and signals.any_process():
+        logging.warning('stopped by %s during burn-in (%d of %d iterations); the next run '
+                        'redoes %s', signals.cause(), done, spec.mcmc.burn_in,
+                        'the burn-in' if start.restored else 'pretraining and burn-in')
+        return None
+    jax.block_until_ready(state.mcmc.x)
+    logging.info('burn-in: %d iterations of %d moves in %.1f s', spec.mcmc.burn_in,
+                 spec.mcmc.steps, time.time() - t0)
+  return state
 
 
-def _save(save_path: str, step: int, state, config_json: str, keep: int,
-          store: observables.ArrayStore) -> str:
-  """Checkpoint of all processes' state, written by process 0 (a collective)."""
-  fields = to_host(state)
-  if parallel.is_main():
-    store.save()  # first: the arrays then cover at least the checkpoint's steps
-    checkpoint.save(save_path, step, fields, config_json)
-    checkpoint.prune(save_path, keep)
-  return checkpoint.path_for(save_path, step)
+def run(spec: Spec) -> RunResult:
+  """Runs (or resumes) a run; writes statistics and checkpoints into log.save_path.
+
+  A save_path that holds checkpoints is resumed from its newest readable one; otherwise
+  the run starts from log.restore_path if given, else from scratch (SCF, pretraining,
+  burn-in). In a multi-process run every process calls this.
+  """
+  parallel.initialize(spec.distributed)
+  seed, save_path = parallel.share(
+      (seed_of(spec.debug), spec.log.save_path or default_save_path(spec.system.name)))
+  system = spec.system
+  logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
+               system.name, len(system.atoms), system.electrons, system.charge, system.spin)
+  model = iteration.build(spec)
+  obs = (observables.make(model.network.apply, system, spec.observables)
+         if spec.observables.enabled else None)
+  with _SignalFlag() as signals:
+    start = _find_start(spec, model, seed, save_path, obs)
+    if signals.any_process():
+      kept = ''
+      if start.hf is not None and parallel.is_main():
+        pretrain.write_cache_file(start.hf, save_path)
+        kept = f' but the SCF ({os.path.join(save_path, "hf_orbitals.npz")}, reused next time)'
+      logging.warning('stopped by %s before the run started; nothing written%s',
+                      signals.cause(), kept)
+      return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
+    _write_run_folder(spec, save_path, start)
+    logging.info('seed %d (rerun with --config.debug.seed=%d); output in %s', seed, seed,
+                 save_path)
+    n_params = networks.count_parameters(parallel.first(start.state.params))
+    logging.info('network %s: %d parameters; optimizer %s', spec.network.network_type,
+                 n_params, spec.optim.optimizer)
+    logging.info('parallelism: %s', parallel.describe(spec.batch_size))
+    state = _prepare(spec, model, start, save_path, signals)
+    if state is None:
+      return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
+    return _loop(spec, model, state, save_path, start.hf, obs, signals)
 
 
-def _loop(spec, state, trainer, save_path, config_json, hf, obs) -> RunResult:
+class _Rows:
+  """Turns each iteration's statistics into a CSV row (FermiNet's ewmean/ewvar too)."""
+
+  def __init__(self, spec: Spec, previous: dict[str, list[float]]) -> None:
+    self.moments = writers.ExponentialMoments(spec.log.stats_ewm_alpha)
+    self.energies = list(previous.get('energy', []))
+    for e in self.energies:
+      self.moments.update(e)
+    walls = previous.get('wall_time', [])
+    self.time_offset = float(walls[-1]) if len(walls) else 0.0
+    self.t_start = time.time()
+
+  def row(self, t: int, stats: StepStats) -> dict:
+    s = {k: float(v) for k, v in parallel.first(stats._asdict()).items()}
+    self.energies.append(s['energy'])
+    ewmean, ewvar = self.moments.update(s['energy'])
+    return dict(step=t, energy=s['energy'], ewmean=ewmean, ewvar=ewvar, pmove=s['pmove'],
+                variance=s['variance'], move_width=s['width'],
+                learning_rate=s['learning_rate'], rejected=int(s['rejected']),
+                wall_time=self.time_offset + time.time() - self.t_start)
+
+
+def _progress_text(row: dict) -> str:
+  return (f'E={row["energy"]:.6f} Ha  ewmean={row["ewmean"]:.6f}  var={row["variance"]:.4f}'
+          f'  pmove={row["pmove"]:.2f}  width={row["move_width"]:.3f}')
+
+
+def _abort(bad: int, t: int, save_path: str) -> RunAborted:
+  last = checkpoint.list_checkpoints(save_path) if parallel.is_main() else []
+  return RunAborted(
+      f'{bad} non-finite steps in a row at step {t}; stopped. Last good checkpoint: '
+      f'{last[-1][1] if last else "none"}. Lower optim.lr.rate or raise '
+      'optim.kfac.damping, then rerun the same command to continue from it')
+
+
+def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
+          hf: pretrain.HartreeFock | None, obs: observables.Observables | None,
+          signals: _SignalFlag) -> RunResult:
   """Iterations from the state's step to optim.iterations, with all the hooks."""
-  cfg = spec.cfg
   main = parallel.is_main()
-  first_step = int(parallel.first(state.step))
-  total = int(cfg.optim.iterations)
-  stats_path = os.path.join(save_path, stats_name(cfg))
+  step = int(parallel.first(state.step))
+  total = spec.optim.iterations
+  stats_path = os.path.join(save_path, stats_name(spec))
   store = observables.ArrayStore(os.path.join(save_path, 'observables.h5'),
                                  obs.arrays if obs else (), obs.attrs if obs else {},
-                                 first_step, enabled=main)
+                                 step, enabled=main)
   # Rows past the checkpoint would be written again: drop them, keep all earlier ones.
-  previous = parallel.on_main(lambda: writers.truncate_csv(stats_path, first_step))
-  if first_step >= total:
+  rows = _Rows(spec, parallel.on_main(lambda: writers.truncate_csv(stats_path, step)))
+  if step >= total:
     logging.info('the run in %s is complete at step %d; raise optim.iterations to continue',
-                 save_path, first_step)
-    return RunResult(save_path=save_path, steps=first_step,
-                     energies=np.asarray(previous.get('energy', [])), final_state=state)
-  moments = writers.ExponentialMoments(cfg.log.stats_ewm_alpha)
-  for e in previous.get('energy', []):
-    moments.update(e)
-  time_offset = float(previous['wall_time'][-1]) if len(previous.get('wall_time', [])) else 0.0
-  energies = list(previous.get('energy', []))
-  progress = writers.Progress(total, cfg.log.print_every_seconds)
-  save_every = cfg.log.save_frequency * 60.0
-  t_start = time.time()
-  last_save = time.monotonic()
-  bad_in_a_row = 0
-  step = first_step
-  stopped = False
-  with writers.CsvWriter(stats_path, stats_columns(cfg, obs), enabled=main) as csv_out, \
-      _SignalFlag() as signal_flag:
-    for t in range(first_step, total):
-      state, stats = trainer.step(state)
-      stats = {k: float(v) for k, v in parallel.first(stats._asdict()).items()}
+                 save_path, step)
+    return RunResult(save_path, step, np.asarray(rows.energies), state)
+  progress = writers.Progress(total, spec.log.print_every_seconds)
+  last_save, bad_in_a_row, stopped = time.monotonic(), 0, False
+  with writers.CsvWriter(stats_path, stats_columns(obs), enabled=main) as csv_out:
+    for t in range(step, total):
+      state, stats = model.iteration.step(state)
+      row = rows.row(t, stats)
       step = t + 1
-      ewmean, ewvar = moments.update(stats['energy'])
-      row = dict(step=t, energy=stats['energy'], ewmean=ewmean, ewvar=ewvar,
-                 pmove=stats['pmove'], variance=stats['variance'], move_width=stats['width'],
-                 learning_rate=stats['learning_rate'], rejected=int(stats['rejected']),
-                 wall_time=time_offset + time.time() - t_start)
       if obs:
-        values = parallel.first(obs.evaluate(state.params, state.walkers.x))
+        values = parallel.first(obs.evaluate(state.params, state.mcmc.x))
         row.update(observables.row_values(values))
         store.append(t, values)
       csv_out.write(row)
-      energies.append(stats['energy'])
-      if stats['rejected']:  # the same on every process: the statistics are all-reduced
-        bad_in_a_row += 1
+      bad_in_a_row = bad_in_a_row + 1 if row['rejected'] else 0
+      if bad_in_a_row:  # the same on every process: the statistics are all-reduced
         logging.warning('step %d rejected: non-finite energy or parameters (%d in a row); '
                         'parameters and walkers kept from the step before', t, bad_in_a_row)
-        if bad_in_a_row >= cfg.debug.max_bad_steps:
+        if bad_in_a_row >= spec.debug.max_bad_steps:
           csv_out.close()
-          last = checkpoint.list_checkpoints(save_path) if main else []
-          raise RunAborted(
-              f'{bad_in_a_row} non-finite steps in a row at step {t}; stopped. Last good '
-              f'checkpoint: {last[-1][1] if last else "none"}. Lower optim.lr.rate or raise '
-              'optim.kfac.damping, then rerun the same command to continue from it')
-      else:
-        bad_in_a_row = 0
-      progress.update(t, f'E={row["energy"]:.6f} Ha  ewmean={ewmean:.6f}  '
-                      f'var={row["variance"]:.4f}  pmove={row["pmove"]:.2f}  '
-                      f'width={row["move_width"]:.3f}')
-      # Every process must take the same decisions: a signal or a due checkpoint on any
-      # one of them counts for all.
+          raise _abort(bad_in_a_row, t, save_path)
+      progress.update(t, _progress_text(row))
+      # Every process takes the same decisions: a signal or a due checkpoint on any one
+      # of them counts for all.
       stopped, save_due = parallel.any_process(
-          [signal_flag.signum is not None, time.monotonic() - last_save > save_every])
+          [signals.signum is not None,
+           time.monotonic() - last_save > spec.log.save_frequency * 60.0])
       if stopped:
         break
       if save_due and step < total:
         csv_out.flush()
-        _save(save_path, step, state, config_json, cfg.log.keep, store)
+        _save(spec, save_path, state, store)
         last_save = time.monotonic()
-  path = _save(save_path, step, state, config_json, cfg.log.keep, store)
+  path = _save(spec, save_path, state, store)
   if stopped and step < total:
-    cause = (signal.Signals(signal_flag.signum).name if signal_flag.signum is not None
-             else 'a signal to another process')
     logging.warning('stopped by %s after step %d of %d; checkpoint %s. Run the same command '
-                    'again to continue.', cause, step, total, path)
+                    'again to continue.', signals.cause(), step, total, path)
   elif main:
     logging.info('checkpoint %s', path)
-    summarize(spec, save_path, hf.energy if hf else None)
-  return RunResult(save_path=save_path, steps=step, energies=np.asarray(energies),
-                   final_state=state)
+    write_summary(save_path, hf.energy if hf else None)
+  return RunResult(save_path, step, np.asarray(rows.energies), state)
 
 
-def summarize(spec: Spec, save_path: str, hf_energy: float | None = None) -> dict:
-  """Reblocked energy (all of an evaluation, the last 20% of training) -> summary.json."""
-  cfg = spec.cfg
-  stats = analysis.read_stats(save_path, stats_name(cfg))
-  if not len(stats.get('energy', [])):
+def _save(spec: Spec, save_path: str, state: TrainState,
+          store: observables.ArrayStore) -> str:
+  """Checkpoint of all processes' state (a collective), observable arrays first."""
+  if parallel.is_main():
+    store.save()  # first: the arrays then cover at least the checkpoint's steps
+  return checkpoint.save_state(save_path, state, spec.config_json, spec.log.keep)
+
+
+def write_summary(save_path: str, hf_energy: float | None = None) -> dict:
+  """summary.json of a finished run (analysis.summarize_run), and its lines in the log."""
+  summary = analysis.summarize_run(save_path)
+  if not summary:
     return {}
-  summary = analysis.summarize_stats(stats, window=1.0 if is_evaluation(cfg) else 0.2)
-  summary = dict(system=spec.system.name, mode='evaluation' if is_evaluation(cfg) else
-                 'training', hf_energy=hf_energy, **summary)
-  summary.update(analysis.compare_to_reference(summary['energy'], summary['energy_error'],
-                                               reference.lookup(spec.system)))
-  if np.isfinite(summary['energy_error']):
-    error = (f' +- {summary["energy_error"]:.6f} Ha (reblocked; autocorrelation time '
-             f'{summary["tau"]:.1f} iterations)')
-  else:
-    error = ' Ha (too few iterations for an error bar)'
-  line = (f'energy over the last {summary["window_iterations"]} iterations: '
-          f'{summary["energy"]:.6f}{error}')
-  if summary.get('reference_energy') is not None:
-    line += (f'; {summary["reference_kind"]} reference {summary["reference_energy"]:.6f} Ha '
-             f'({summary["reference_source"]}): error {summary["error_mha"]:+.2f} mHa')
-  logging.info('%s', line)
-  if 'dipole_au' in summary:
-    logging.info('dipole moment (a.u.): %s +- %s; |d| = %.4f D',
-                 np.round(summary['dipole_au'], 4), np.round(summary['dipole_error_au'], 4),
-                 summary['dipole_norm_debye'])
-  if 's2' in summary:
-    logging.info('<S^2> = %.4f +- %.4f', summary['s2'], summary['s2_error'])
+  summary['hf_energy'] = hf_energy
+  for line in analysis.summary_lines(summary):
+    logging.info('%s', line)
   tmp = os.path.join(save_path, 'summary.json.tmp')
   with open(tmp, 'w') as f:
     json.dump(summary, f, indent=2)

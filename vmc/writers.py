@@ -6,7 +6,8 @@ import csv
 import math
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Self
 
 from absl import logging
 
@@ -61,7 +62,7 @@ class CsvWriter:
   """
 
   def __init__(self, path: str, columns: Sequence[str], flush_seconds: float = 10.0,
-               enabled: bool = True):
+               enabled: bool = True) -> None:
     self.path = path
     self.columns = tuple(columns)
     self.enabled = enabled
@@ -97,14 +98,14 @@ class CsvWriter:
       self.flush()
       self._file.close()
 
-  def __enter__(self):
+  def __enter__(self) -> Self:
     return self
 
-  def __exit__(self, *exc):
+  def __exit__(self, *exc: object) -> None:
     self.close()
 
 
-def _format(value) -> str:
+def _format(value: object) -> str:
   if isinstance(value, float):
     return repr(value)
   return str(value)
@@ -113,9 +114,9 @@ def _format(value) -> str:
 class ExponentialMoments:
   """Exponentially weighted mean and variance of a series (FermiNet's ewmean/ewvar)."""
 
-  def __init__(self, alpha: float):
+  def __init__(self, alpha: float) -> None:
     self.alpha = alpha
-    self.mean = None
+    self.mean: float | None = None
     self.var = 0.0
 
   def update(self, x: float) -> tuple[float, float]:
@@ -136,11 +137,11 @@ class Progress:
   The rate is timed from the end of the first step, so compilation does not count.
   """
 
-  def __init__(self, total: int, every_seconds: float, label: str = 'step'):
+  def __init__(self, total: int, every_seconds: float, label: str = 'step') -> None:
     self.total = total
     self.every = every_seconds
     self.label = label
-    self._t_start = None
+    self._t_start: float | None = None
     self._start_step = 0
     self._last_print = -math.inf
 

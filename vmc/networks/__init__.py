@@ -11,90 +11,80 @@ Laplacian (None when it has none; the Hamiltonian then uses folx).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+import typing
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from vmc import systems
+from vmc.config import NetworkSpec
 from vmc.networks import ferminet, ferminet_laplacian, orbitals, psiformer
+from vmc.types import Array, LaplacianFn, Params, PRNGKey
 
 
 class Network(NamedTuple):
-  init: Callable  # (key) -> params
-  apply: Callable  # (params, x) -> (sign, log|psi|)
+  init: Callable[[PRNGKey], Params]
+  apply: Callable[[Params, Array], tuple[Array, Array]]  # (params, x) -> (sign, log|psi|)
   orbitals: Callable  # (params, x) -> list of (determinants, n_s, n_orbitals)
   # (params, x) -> log|psi|, equal to logabs (cheaper where it can be); for sampling only.
-  sampling_logabs: Callable
-  laplacian: Callable | None = None  # (params, x) -> (lap log|psi|, grad log|psi|)
+  sampling_logabs: Callable[[Params, Array], Array]
+  laplacian: LaplacianFn | None = None  # (params, x) -> (lap log|psi|, grad log|psi|)
 
-  def logabs(self, params, x):
+  def logabs(self, params: Params, x: Array) -> Array:
     """log|psi| of one walker."""
     return self.apply(params, x)[1]
 
 
-TYPES = ('ferminet', 'psiformer')
-
-
-def jastrow_type(net: ml_collections.ConfigDict) -> str:
-  """network.jastrow with 'default' resolved: simple_ee for the Psiformer, none for FermiNet."""
-  if net.jastrow == 'default':
-    return 'simple_ee' if net.network_type == 'psiformer' else 'none'
-  return net.jastrow
-
-
-def make_module(system: systems.System, cfg: ml_collections.ConfigDict) -> nn.Module:
-  """The flax module of the configured ansatz for `system`."""
-  net = cfg.network
-  atoms = tuple(tuple(float(c) for c in a.coords) for a in system.atoms)
+def make_module(system: systems.System, net: NetworkSpec) -> nn.Module:
+  """The flax module of the specified ansatz for `system`."""
+  atoms = tuple((float(a.coords[0]), float(a.coords[1]), float(a.coords[2]))
+                for a in system.atoms)
+  nspins = (int(system.electrons[0]), int(system.electrons[1]))
   head = orbitals.HeadOptions(
-      determinants=int(net.determinants), full_det=bool(net.full_det),
-      envelope_type=net.envelope_type, envelope_shared=bool(net.envelope_shared),
-      bias_orbitals=bool(net.bias_orbitals), jastrow=jastrow_type(net))
+      determinants=net.determinants, full_det=net.full_det, envelope_type=net.envelope_type,
+      envelope_shared=net.envelope_shared, bias_orbitals=net.bias_orbitals,
+      jastrow=net.jastrow)
   if net.network_type == 'psiformer':
     p = net.psiformer
     return psiformer.Psiformer(
-        atoms=atoms, nspins=tuple(system.electrons), num_layers=int(p.num_layers),
-        num_heads=int(p.num_heads), heads_dim=int(p.heads_dim),
-        mlp_hidden_dims=tuple(int(w) for w in p.mlp_hidden_dims),
-        use_layer_norm=bool(p.use_layer_norm), rescale_inputs=bool(p.rescale_inputs),
-        head=head)
-  return ferminet.FermiNet(
-      atoms=atoms, nspins=tuple(system.electrons),
-      hidden_dims=tuple(tuple(int(w) for w in d) for d in net.ferminet.hidden_dims),
-      head=head)
+        atoms=atoms, nspins=nspins, num_layers=p.num_layers, num_heads=p.num_heads,
+        heads_dim=p.heads_dim, mlp_hidden_dims=p.mlp_hidden_dims,
+        use_layer_norm=p.use_layer_norm, rescale_inputs=p.rescale_inputs, head=head)
+  return ferminet.FermiNet(atoms=atoms, nspins=nspins, hidden_dims=net.ferminet.hidden_dims,
+                           head=head)
 
 
-def make_network(system: systems.System, cfg: ml_collections.ConfigDict) -> Network:
-  """Builds the configured network for `system` (config read here, not later)."""
-  module = make_module(system, cfg)
+def make_network(system: systems.System, net: NetworkSpec) -> Network:
+  """Builds the specified network for `system` (the spec is read here, not later)."""
+  module = make_module(system, net)
   x0 = jnp.zeros((system.n_electrons * 3,), jnp.float32)
 
-  def init(key):
+  def init(key: PRNGKey) -> Params:
     return module.init(key, x0)
 
-  def apply(params, x):
-    return module.apply(params, x)
+  def apply(params: Params, x: Array) -> tuple[Array, Array]:
+    return typing.cast(tuple[Array, Array], module.apply(params, x))
 
-  def orbitals_fn(params, x):
-    return module.apply(params, x, method=type(module).orbitals)
+  def orbitals_fn(params: Params, x: Array) -> list[Array]:
+    return typing.cast(list[Array], module.apply(params, x, method='orbitals'))
 
   if not isinstance(module, ferminet.FermiNet):
     # No hand-written forward Laplacian: the Hamiltonian's 'forward' method uses folx.
     return Network(init=init, apply=apply, orbitals=orbitals_fn,
                    sampling_logabs=lambda params, x: apply(params, x)[1])
 
-  def laplacian(params, x):
+  def laplacian(params: Params, x: Array) -> tuple[Array, Array]:
     return ferminet_laplacian.laplacian(module, params, x)
 
-  def sampling_logabs(params, x):
+  def sampling_logabs(params: Params, x: Array) -> Array:
     return ferminet_laplacian.sign_logabs(module, params, x)[1]
 
   return Network(init=init, apply=apply, orbitals=orbitals_fn, laplacian=laplacian,
                  sampling_logabs=sampling_logabs)
 
 
-def count_parameters(params) -> int:
+def count_parameters(params: Params) -> int:
   return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

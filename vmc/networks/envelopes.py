@@ -21,7 +21,8 @@ import jax.numpy as jnp
 TYPES = ('isotropic', 'diagonal')
 
 
-def _scaled_distance(ae: jnp.ndarray, r_ae: jnp.ndarray, sigma: jnp.ndarray, kind: str):
+def _scaled_distance(ae: jnp.ndarray, r_ae: jnp.ndarray, sigma: jnp.ndarray,
+                     kind: str) -> jnp.ndarray:
   """y_iIk, the argument of the exponential. ae (n, A, 3), r_ae (n, A)."""
   if kind == 'isotropic':
     return r_ae[:, :, None] * sigma[None]  # sigma (A, K)
@@ -52,7 +53,7 @@ class Envelope(nn.Module):
 
 
 def derivatives(ae: jnp.ndarray, r_ae: jnp.ndarray, params: dict, kind: str, shared: bool,
-                determinants: int):
+                determinants: int) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """Envelope of each electron's orbitals and its derivatives with respect to that electron.
 
   Returns value (n, K), gradient (3, n, K) and Laplacian (n, K) with K = determinants x

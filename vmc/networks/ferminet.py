@@ -15,7 +15,7 @@ features are permutation-equivariant), so psi changes sign: antisymmetry by cons
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from vmc.networks import orbitals as orbitals_lib
 
 
-def features(x: jnp.ndarray, atoms: jnp.ndarray):
+def features(x: jnp.ndarray,
+             atoms: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """Input features of one walker.
 
   x: (n * 3,) electron coordinates; atoms: (n_atoms, 3).
@@ -59,7 +60,8 @@ class FermiNet(orbitals_lib.Ansatz):
     return jnp.concatenate(parts, axis=-1)
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, orbitals_only: bool = False):
+  def __call__(self, x: jnp.ndarray,
+               orbitals_only: bool = False) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
     """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`)."""
     atoms = jnp.asarray(self.atoms)
     ae, r_ae, ee, r_ee = features(x, atoms)

@@ -24,7 +24,8 @@ atoms, molecules, both determinant modes, every envelope and the Jastrow.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
@@ -46,7 +47,8 @@ class Pair(NamedTuple):
   l: jnp.ndarray  # (n, n, F): Laplacian over both electrons
 
 
-def _tanh(pre_v, pre_l, sum_j2, j_list):
+def _tanh(pre_v: jnp.ndarray, pre_l: jnp.ndarray, sum_j2: jnp.ndarray,
+          j_list: list[jnp.ndarray]) -> tuple[jnp.ndarray, list[jnp.ndarray], jnp.ndarray]:
   """tanh of a pre-activation given its Laplacian and sum of squared derivatives."""
   t = jnp.tanh(pre_v)
   d1 = 1.0 - t * t
@@ -54,7 +56,8 @@ def _tanh(pre_v, pre_l, sum_j2, j_list):
   return t, [d1 * j for j in j_list], d1 * pre_l + d2 * sum_j2
 
 
-def _input_features(x: jnp.ndarray, atoms: jnp.ndarray):
+def _input_features(x: jnp.ndarray, atoms: jnp.ndarray) -> tuple[
+    tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray], Pair, jnp.ndarray, jnp.ndarray]:
   """h1^0 (value, own-electron Jacobian (3, n, 4A), Laplacian) and the pair stream h2^0."""
   ae, r_ae, ee, r_ee = ferminet.features(x, atoms)
   n, n_atoms = r_ae.shape
@@ -83,7 +86,8 @@ def _embed_local(j_local: jnp.ndarray) -> jnp.ndarray:
   return jnp.einsum('ki,cif->kcif', jnp.eye(n, dtype=j_local.dtype), j_local)
 
 
-def _one_electron_layer(h1, local: bool, h2: Pair, kernel, bias, spins) -> Dense:
+def _one_electron_layer(h1: Sequence[jnp.ndarray], local: bool, h2: Pair, kernel: jnp.ndarray,
+                        bias: jnp.ndarray, spins: Sequence[tuple[int, int]]) -> Dense:
   """tanh(W f_i + b) with f_i = [h_i, <h_j>_s, <h_ij>_{j in s} for each spin s].
 
   W is used block by block: the electron means <h_j>_s are the same for every i, so their
@@ -97,7 +101,8 @@ def _one_electron_layer(h1, local: bool, h2: Pair, kernel, bias, spins) -> Dense
   k_own, rows = kernel[:f1], f1
   pre_v = h1_v @ k_own + bias
   pre_l = h1_l @ k_own
-  mean_j = 0.0  # (n, 3, w): d/d r_k of the electron-mean terms, the same for every i
+  # (n, 3, w): d/d r_k of the electron-mean terms, the same for every i
+  mean_j: jnp.ndarray | float = 0.0
   own, own_k = ([h1_j], [k_own]) if local else ([], [])  # (3, n, .): d/d r_i terms only
   from_j = []  # (n_s, 3, n, w): d/d r_k of <h_ik>_s for the electrons k of each spin
   for lo, hi in spins:
@@ -119,7 +124,9 @@ def _one_electron_layer(h1, local: bool, h2: Pair, kernel, bias, spins) -> Dense
     own_k.append(k_m)
     from_j.append(jnp.transpose(h2.jj[:, :, lo:hi], (2, 0, 1, 3)) @ (k_m / n_s))
   own_j = jnp.concatenate(own, axis=-1) @ jnp.concatenate(own_k, axis=0)
-  pre_j = jnp.concatenate(from_j, axis=0) + _embed_local(own_j) + mean_j[:, :, None, :]
+  # spins is never empty, so mean_j is an array here (mypy sees its float start).
+  pre_j = (jnp.concatenate(from_j, axis=0) + _embed_local(own_j)
+           + mean_j[:, :, None, :])  # type: ignore[index]
   if not local:
     pre_j = pre_j + h1_j @ k_own
   sum_j2 = jnp.sum(pre_j * pre_j, axis=(0, 1))
@@ -127,7 +134,7 @@ def _one_electron_layer(h1, local: bool, h2: Pair, kernel, bias, spins) -> Dense
   return Dense(t, t_j, t_l)
 
 
-def _two_electron_layer(h2: Pair, kernel, bias) -> Pair:
+def _two_electron_layer(h2: Pair, kernel: jnp.ndarray, bias: jnp.ndarray) -> Pair:
   pre_v = h2.v @ kernel + bias
   pre_ji, pre_jj = h2.ji @ kernel, h2.jj @ kernel
   sum_j2 = jnp.sum(pre_ji * pre_ji, axis=0) + jnp.sum(pre_jj * pre_jj, axis=0)
@@ -135,7 +142,8 @@ def _two_electron_layer(h2: Pair, kernel, bias) -> Pair:
   return Pair(t, t_ji, t_jj, t_l)
 
 
-def _slogdet_laplacian(a: jnp.ndarray, a_j: jnp.ndarray, a_l: jnp.ndarray):
+def _slogdet_laplacian(a: jnp.ndarray, a_j: jnp.ndarray, a_l: jnp.ndarray
+                      ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """sign, log|det A|, its gradient (D, 3N) and Laplacian (D,) for A (D, m, m), with
   a_j (D, 3N, m, m) and a_l (D, m, m).
 
@@ -155,12 +163,14 @@ def _slogdet_laplacian(a: jnp.ndarray, a_j: jnp.ndarray, a_l: jnp.ndarray):
   return sign, logdet, grad, lap
 
 
-def laplacian(module: ferminet.FermiNet, params, x: jnp.ndarray):
+def laplacian(module: ferminet.FermiNet, params: Mapping[str, Any],
+              x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(lap log|psi|, grad log|psi| (3N,)) of one walker; same parameters as `module`."""
   return _evaluate(module, params, x)[2:]
 
 
-def sign_logabs(module: ferminet.FermiNet, params, x: jnp.ndarray):
+def sign_logabs(module: ferminet.FermiNet, params: Mapping[str, Any],
+                x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(sign, log|psi|) of one walker, equal to `module.apply(params, x)`.
 
   Under jit the Jacobians and Laplacians above are dead code and are dropped, leaving the
@@ -171,13 +181,15 @@ def sign_logabs(module: ferminet.FermiNet, params, x: jnp.ndarray):
   return _evaluate(module, params, x)[:2]
 
 
-def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
+def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarray
+              ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """sign, log|psi|, lap log|psi|, grad log|psi| of one walker."""
   p = params['params']
   atoms = jnp.asarray(module.atoms, x.dtype)
   n_up, n_down = module.nspins
   n = n_up + n_down
   spins = [(lo, hi) for lo, hi in ((0, n_up), (n_up, n)) if hi > lo]
+  h1: tuple[jnp.ndarray, ...]
   h1, h2, ae, r_ae = _input_features(x, atoms)
   local = True
   n_layers = len(module.hidden_dims)
@@ -191,7 +203,8 @@ def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
     if layer < n_layers - 1:
       two = p[f'two_electron_{layer}']
       new2 = _two_electron_layer(h2, two['kernel'], two['bias'])
-      h2 = Pair(*(a + b for a, b in zip(new2, h2))) if new2.v.shape == h2.v.shape else new2
+      h2 = (Pair(*(a + b for a, b in zip(new2, h2, strict=True)))
+            if new2.v.shape == h2.v.shape else new2)
   h1_v, h1_j, h1_l = h1  # config.resolve guarantees at least one layer: h1_j is dense
 
   opts = module.head
@@ -222,10 +235,15 @@ def _evaluate(module: ferminet.FermiNet, params, x: jnp.ndarray):
                    jnp.transpose(j.reshape((n * 3,) + shape), (2, 0, 1, 3)),
                    jnp.transpose(l.reshape(shape), (1, 0, 2))))
 
+  parts: Sequence[tuple[jnp.ndarray, ...]]
   if opts.full_det:
-    parts = [tuple(jnp.concatenate(z, axis=-2) for z in zip(*blocks))]
+    parts = [tuple(jnp.concatenate(z, axis=-2) for z in zip(*blocks, strict=True))]
   else:
     parts = blocks
+  sign: jnp.ndarray | float
+  logdet: jnp.ndarray | float
+  grad: jnp.ndarray | float
+  lap: jnp.ndarray | float
   sign, logdet, grad, lap = 1.0, 0.0, 0.0, 0.0  # per determinant
   for a, a_j, a_l in parts:
     s, ld, g, lp = _slogdet_laplacian(a, a_j, a_l)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 TYPES = ('none', 'simple_ee')
 
 
-def _pair_coefficients(nspins: tuple[int, int]):
+def _pair_coefficients(nspins: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Upper-triangle pair indices and, per pair, whether the spins are the same."""
   n = sum(nspins)
   i, j = np.triu_indices(n, k=1)
@@ -27,13 +28,16 @@ def _pair_coefficients(nspins: tuple[int, int]):
   return i, j, same
 
 
-def _u(r, c, a):
+def _u(r: jnp.ndarray, c: jnp.ndarray,
+       a: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """u, du/dr, d2u/dr2 of u(r) = -c a^2 / (a + r)."""
   s = 1.0 / (a + r)
   return -c * a * a * s, c * a * a * s * s, -2.0 * c * a * a * s * s * s
 
 
-def _pair_terms(x: jnp.ndarray, nspins, a_par, a_anti):
+def _pair_terms(x: jnp.ndarray, nspins: tuple[int, int], a_par: ArrayLike,
+                a_anti: ArrayLike) -> tuple[np.ndarray, np.ndarray, jnp.ndarray, jnp.ndarray,
+                                            tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]]:
   i, j, same = _pair_coefficients(nspins)
   pos = x.reshape(-1, 3)
   d = pos[i] - pos[j]  # (P, 3)
@@ -43,7 +47,8 @@ def _pair_terms(x: jnp.ndarray, nspins, a_par, a_anti):
   return i, j, d, r, _u(r, c, a)
 
 
-def simple_ee(x: jnp.ndarray, nspins: tuple[int, int], a_par, a_anti) -> jnp.ndarray:
+def simple_ee(x: jnp.ndarray, nspins: tuple[int, int], a_par: ArrayLike,
+              a_anti: ArrayLike) -> jnp.ndarray:
   """J of one walker x (3N,)."""
   if sum(nspins) < 2:
     return jnp.zeros((), x.dtype)
@@ -51,7 +56,8 @@ def simple_ee(x: jnp.ndarray, nspins: tuple[int, int], a_par, a_anti) -> jnp.nda
   return jnp.sum(u)
 
 
-def simple_ee_derivatives(x: jnp.ndarray, nspins: tuple[int, int], a_par, a_anti):
+def simple_ee_derivatives(x: jnp.ndarray, nspins: tuple[int, int], a_par: ArrayLike,
+                          a_anti: ArrayLike) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """(J, grad J (3N,), lap J) of one walker.
 
   For a pair at distance r: grad_i u = u'(r) (r_i - r_j) / r = -grad_j u, and the

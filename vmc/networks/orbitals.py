@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from vmc.networks import envelopes, jastrows
 
@@ -28,7 +29,7 @@ class HeadOptions(NamedTuple):
   jastrow: str = 'none'
 
 
-def logdet_sum(signs: jnp.ndarray, logdets: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def logdet_sum(signs: ArrayLike, logdets: ArrayLike) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(sign, log|sum_d sign_d exp(logdet_d)|) over the last axis, stable in log domain."""
   shift = jnp.max(logdets, axis=-1, keepdims=True)
   total = jnp.sum(signs * jnp.exp(logdets - shift), axis=-1)
@@ -60,8 +61,11 @@ def orbital_blocks(h: jnp.ndarray, ae: jnp.ndarray, r_ae: jnp.ndarray,
   return blocks
 
 
-def log_determinants(blocks: list[jnp.ndarray], full_det: bool):
+def log_determinants(blocks: list[jnp.ndarray],
+                     full_det: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(sign, log|sum_d det_d|) from the orbital blocks."""
+  sign: jnp.ndarray | float
+  logdet: jnp.ndarray | float
   if full_det:
     sign, logdet = jnp.linalg.slogdet(jnp.concatenate(blocks, axis=1))
   else:
@@ -80,7 +84,8 @@ def jastrow(x: jnp.ndarray, nspins: tuple[int, int], kind: str) -> jnp.ndarray:
 
 
 def wavefunction(h: jnp.ndarray, x: jnp.ndarray, ae: jnp.ndarray, r_ae: jnp.ndarray,
-                 nspins: tuple[int, int], opts: HeadOptions, orbitals_only: bool):
+                 nspins: tuple[int, int], opts: HeadOptions,
+                 orbitals_only: bool) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
   """(sign, log|psi|) of one walker from its final electron features h (n, F), or with
   orbitals_only the orbital blocks. Call from the ansatz's compact __call__."""
   blocks = orbital_blocks(h, ae, r_ae, nspins, opts)

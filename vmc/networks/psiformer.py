@@ -18,7 +18,7 @@ electrons of both spins. Swapping two same-spin electrons permutes rows: antisym
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -66,7 +66,8 @@ class Psiformer(orbitals_lib.Ansatz):
     return nn.LayerNorm(epsilon=1e-5, name=name)(x) if self.use_layer_norm else x
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, orbitals_only: bool = False):
+  def __call__(self, x: jnp.ndarray,
+               orbitals_only: bool = False) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
     """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`)."""
     ae, r_ae, _, _ = ferminet.features(x, jnp.asarray(self.atoms))
     width = self.num_heads * self.heads_dim

@@ -1,0 +1,160 @@
+"""One VMC iteration, composed from its parts, and the model a spec builds.
+
+  network    psi_theta: (sign, log|psi|) of one walker           vmc.networks
+  sampler    Metropolis moves of the walkers under |psi|^2         vmc.mcmc
+  objective  local energies, clipping, the VMC gradient            vmc.loss, vmc.hamiltonian
+  optimizer  the parameter update (kfac, adam, none, ...)          vmc.optimizers
+
+An iteration on state (params, opt_state, walkers, key, step):
+
+  key, k_moves, k_update = split(key)
+  walkers, pmove = sampler.step(params, walkers, k_moves, step)
+  params', opt_state', stats = optimizer.update(params, opt_state, k_update, walkers, step)
+  keep the new params, opt_state and walkers if the energy and params' are finite on
+  every device, else roll them back to the previous iteration's (the NaN guard); step + 1
+
+Everything runs on all local devices at once (vmc.parallel): as one compiled call for
+optimizers that are per-device functions, as sample / update / guard for optimizers that
+compile themselves (kfac-jax).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from vmc import hamiltonian, loss, mcmc, networks, optimizers, parallel
+from vmc.config import Spec
+from vmc.types import (MCMCState, Objective, Optimizer, OptState, PRNGKey, Sampler,
+                       StepStats, TrainState)
+
+
+class Iteration(NamedTuple):
+  """Host-level functions over states with a leading device axis."""
+  init_opt_state: Callable[[TrainState], OptState]  # for the state's params and walkers
+  step: Callable[[TrainState], tuple[TrainState, StepStats]]
+  burn_in: Callable[[TrainState, int], TrainState]  # n sampling iterations, width adapted
+
+
+class Model(NamedTuple):
+  """What a spec builds before any state."""
+  network: networks.Network
+  sampler: Sampler
+  objective: Objective
+  optimizer: Optimizer
+  iteration: Iteration
+
+
+def _all_finite(tree: object) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(a.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def guard(candidate: TrainState, previous: TrainState,
+          energy: jax.Array) -> tuple[TrainState, jax.Array]:
+  """Keeps `candidate` if its energy and parameters are finite (on every device), else
+  rolls parameters, optimizer state and walkers (with move width) back to `previous`. The
+  key and step advance either way, so a retry samples afresh. Returns (state, rejected)."""
+  ok = jnp.isfinite(energy) & _all_finite(candidate.params)
+  ok = parallel.pmean(ok.astype(jnp.float32)) == 1.0
+  pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+  state = candidate._replace(
+      params=pick(candidate.params, previous.params),
+      opt_state=pick(candidate.opt_state, previous.opt_state),
+      mcmc=pick(candidate.mcmc, previous.mcmc))
+  return state, 1.0 - ok.astype(jnp.float32)
+
+
+def make_iteration(sampler: Sampler, optimizer: Optimizer) -> Iteration:
+  """Composes sampling, the optimizer's update and the NaN guard into one iteration."""
+
+  def sample(state: TrainState) -> tuple[TrainState, jax.Array, PRNGKey]:
+    key, k_moves, k_update = jax.random.split(state.key, 3)
+    walkers, pmove = sampler.step(state.params, state.mcmc, k_moves, state.step)
+    return state._replace(mcmc=walkers, key=key), pmove, k_update
+
+  def finish(previous: TrainState, state: TrainState, pmove: jax.Array, k_update: PRNGKey,
+             guard_fn: Callable) -> tuple[TrainState, StepStats]:
+    params, opt_state, update = optimizer.update(state.params, state.opt_state, k_update,
+                                                 state.mcmc.x, state.step)
+    candidate = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+    state, rejected = guard_fn(candidate, previous, update.energy)
+    return state, StepStats(energy=update.energy, variance=update.variance, pmove=pmove,
+                            width=previous.mcmc.width, learning_rate=update.learning_rate,
+                            rejected=rejected)
+
+  if optimizer.compiled:
+    p_sample, p_guard = parallel.pmap(sample), parallel.pmap(guard)
+    init = optimizer.init
+
+    def step(previous: TrainState) -> tuple[TrainState, StepStats]:
+      # Nothing donated: the previous state must survive until the guard has run.
+      state, pmove, k_update = p_sample(previous)
+      return finish(previous, state, pmove, k_update, p_guard)
+  else:
+    init = parallel.pmap(optimizer.init)
+
+    def one_device(previous: TrainState) -> tuple[TrainState, StepStats]:
+      state, pmove, k_update = sample(previous)
+      return finish(previous, state, pmove, k_update, guard)
+
+    step = parallel.pmap(one_device, donate_argnums=0)
+
+  def burn_in(state: TrainState, n: int) -> TrainState:
+    walkers, key = sampler.burn_in(state.params, state.mcmc, state.key, n)
+    return state._replace(mcmc=walkers, key=key)
+
+  fold = parallel.pmap(lambda k: jax.random.fold_in(k, 1))
+
+  def init_opt_state(state: TrainState) -> OptState:
+    return init(state.params, fold(state.key), state.mcmc.x)
+
+  return Iteration(init_opt_state=init_opt_state, step=step,
+                   burn_in=parallel.pmap(burn_in, static_broadcasted_argnums=1,
+                                         donate_argnums=0))
+
+
+def build(spec: Spec) -> Model:
+  """Network, sampler, objective, optimizer and the composed iteration of a spec."""
+  network = networks.make_network(spec.system, spec.network)
+  batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
+  local_energy = hamiltonian.make_local_energy(network.apply, spec.system,
+                                               spec.optim.laplacian, network.laplacian)
+  objective = loss.make_objective(
+      batch_logabs, hamiltonian.batched(local_energy, spec.optim.local_energy_chunk_size),
+      spec.optim.clip_local_energy)
+  # The sampler evaluates the same log|psi| through the network's cheaper path.
+  sampler = mcmc.make_sampler(jax.vmap(network.sampling_logabs, in_axes=(None, 0)),
+                              spec.system, spec.mcmc)
+  optimizer = optimizers.make(spec, objective)
+  return Model(network, sampler, objective, optimizer, make_iteration(sampler, optimizer))
+
+
+def init_state(spec: Spec, model: Model, key: PRNGKey) -> TrainState:
+  """Fresh parameters and walkers on the local devices; opt_state is None until
+  `with_opt_state` (after pretraining has changed the parameters).
+
+  `key` must be the same on every process (parameters are drawn from it); each process
+  draws its own walkers and per-device RNG streams from it folded with its index.
+  """
+  parallel.check_layout(spec.batch_size)
+  k_params, k_walkers, k_run = jax.random.split(key, 3)
+  params = model.network.init(k_params)
+  me = parallel.process_index()
+  x = model.sampler.init(jax.random.fold_in(k_walkers, me),
+                         spec.batch_size // parallel.process_count())
+  fresh = mcmc.init_state(x, spec.mcmc)
+  walkers = MCMCState(x=parallel.shard(fresh.x), width=parallel.replicate(fresh.width),
+                      acceptance_sum=parallel.replicate(fresh.acceptance_sum))
+  return TrainState(params=parallel.replicate(params), opt_state=None, mcmc=walkers,
+                    key=parallel.split_keys(jax.random.fold_in(k_run, me)),
+                    step=parallel.replicate(jnp.zeros((), jnp.int32)))
+
+
+def with_opt_state(state: TrainState, model: Model) -> TrainState:
+  """The state with a fresh optimizer state for its parameters and walkers."""
+  return state._replace(opt_state=model.iteration.init_opt_state(state))
