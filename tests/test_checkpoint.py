@@ -26,13 +26,16 @@ def _params(result):
   return jax.tree_util.tree_leaves(parallel.first(result.final_state.params))
 
 
-def test_resume_is_bit_exact(tmp_path, make_tiny_config):
-  straight = train.run(config_lib.resolve(_cfg(make_tiny_config, tmp_path / 'a', 12, 'kfac')))
-  train.run(config_lib.resolve(_cfg(make_tiny_config, tmp_path / 'b', 5, 'kfac')))
-  resumed = train.run(config_lib.resolve(_cfg(make_tiny_config, tmp_path / 'b', 12, 'kfac')))
+@pytest.mark.parametrize('optimizer', optimizers.NAMES)
+def test_resume_is_bit_exact(tmp_path, make_tiny_config, optimizer):
+  runs = [(tmp_path / 'a', 12), (tmp_path / 'b', 5), (tmp_path / 'b', 12)]
+  straight, _, resumed = (
+      train.run(config_lib.resolve(_cfg(make_tiny_config, path, n, optimizer)))
+      for path, n in runs)
   for x, y in zip(_params(straight), _params(resumed)):
     np.testing.assert_array_equal(x, y)
-  a, b = analysis.read_stats(str(tmp_path / 'a')), analysis.read_stats(str(tmp_path / 'b'))
+  a, b = (analysis.read_stats(str(p), analysis.stats_file(str(p)))
+          for p in (tmp_path / 'a', tmp_path / 'b'))
   np.testing.assert_array_equal(b['step'], np.arange(12))
   for column in ('energy', 'ewmean', 'variance', 'pmove', 'move_width', 'learning_rate'):
     np.testing.assert_array_equal(a[column], b[column], err_msg=column)
