@@ -198,7 +198,7 @@ def _prepare(spec: Spec, model: iteration.Model, start: _Start, save_path: str,
       if done < spec.mcmc.burn_in and signals.any_process():
         logging.warning('stopped by %s during burn-in (%d of %d iterations); the next run '
                         'redoes %s', signals.cause(), done, spec.mcmc.burn_in,
-                        'the burn-in' if start.restored else 'pretraining and burn-in')
+                        'pretraining and burn-in' if start.hf else 'the burn-in')
         return None
     jax.block_until_ready(state.mcmc.x)
     logging.info('burn-in: %d iterations of %d moves in %.1f s', spec.mcmc.burn_in,
