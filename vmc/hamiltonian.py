@@ -23,7 +23,7 @@ import numpy as np
 from vmc import systems
 from vmc.types import Array, EnergyTerm, LaplacianFn, LocalEnergyFn, Params, WavefunctionFn
 
-LogAbsFn = Callable[[Array], Array]  # x (3N,) -> log|psi| of one walker, fixed parameters
+ScalarFn = Callable[[Array], Array]  # x (3N,) -> log|psi| of one walker, fixed parameters
 
 
 def potential_energy(x: Array, atoms: Array, charges: Array) -> Array:
@@ -41,7 +41,7 @@ def potential_energy(x: Array, atoms: Array, charges: Array) -> Array:
   return v
 
 
-def laplacian_loop(f: LogAbsFn, x: Array) -> tuple[Array, Array]:
+def laplacian_loop(f: ScalarFn, x: Array) -> tuple[Array, Array]:
   """Exact (lap f, grad f) by a loop of forward-over-reverse passes over the 3N coordinates.
 
   Each pass is one Hessian-vector product with a unit vector e_i, of which the i-th entry
@@ -59,7 +59,7 @@ def laplacian_loop(f: LogAbsFn, x: Array) -> tuple[Array, Array]:
   return lap, grad_f(x)
 
 
-def laplacian_folx(f: LogAbsFn, x: Array) -> tuple[Array, Array]:
+def laplacian_folx(f: ScalarFn, x: Array) -> tuple[Array, Array]:
   """Exact (lap f, grad f) by folx's generic forward Laplacian (one pass over the jaxpr of
   f, Jacobians propagated densely: sparsity tracking is slower here, docs/benchmarks.md)."""
   out = folx.forward_laplacian(f, sparsity_threshold=0)(x)

@@ -108,7 +108,6 @@ class _SignalFlag:
 class _Start(NamedTuple):
   """Where a run starts, decided before anything is written."""
   state: TrainState  # with opt_state when restored; without (None) when fresh
-  resumed: bool  # from a checkpoint in the run's own folder
   restored: checkpoint.Restored | None  # from a checkpoint, own folder or restore_path
   needs_burn_in: bool
   hf: pretrain.HartreeFock | None  # the SCF, when this run pretrains
@@ -140,7 +139,7 @@ def _find_start(spec: Spec, model: iteration.Model, seed: int, save_path: str,
     if spec.pretrain.method == 'hf':  # before anything is written: a failing SCF is an error
       hf = pretrain.hartree_fock(spec.system, spec.pretrain.basis, spec.pretrain.open_shell,
                                  cache_dir=save_path, write_cache=False)
-    return _Start(state, False, None, True, hf)
+    return _Start(state, None, True, hf)
   state = checkpoint.state_from_fields(restored.fields, template)
   if not restored.opt_state_restored:
     state = iteration.with_opt_state(state, model)
@@ -156,7 +155,7 @@ def _find_start(spec: Spec, model: iteration.Model, seed: int, save_path: str,
     needs_burn_in = True
     logging.info('evaluation: %d iterations of the restored wavefunction after a burn-in '
                  'of %d', spec.optim.iterations, spec.mcmc.burn_in)
-  return _Start(state, resumed, restored, needs_burn_in, None)
+  return _Start(state, restored, needs_burn_in, None)
 
 
 def _write_run_folder(spec: Spec, save_path: str, start: _Start) -> None:
