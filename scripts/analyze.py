@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     if extras:
       print(f'{os.path.basename(os.path.normpath(s["run"]))}: ' + '; '.join(extras))
   if args.json:
-    print(json.dumps(summaries, indent=2, default=float))
+    print(json.dumps(analysis.strict_json(summaries), indent=2, allow_nan=False))
   if args.plot:
     plot(summaries, all_stats, args.plot)
     print(f'plot: {args.plot}')

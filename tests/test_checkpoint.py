@@ -41,19 +41,6 @@ def test_resume_is_bit_exact(tmp_path, make_tiny_config, optimizer):
     np.testing.assert_array_equal(a[column], b[column], err_msg=column)
 
 
-def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path, make_tiny_config):
-  cfg = _cfg(make_tiny_config, tmp_path, 4, **{'log.save_frequency': 0.0, 'log.keep': 10})
-  train.run(config_lib.resolve(cfg))
-  steps = [s for s, _ in checkpoint.list_checkpoints(str(tmp_path))]
-  assert steps == [1, 2, 3, 4]
-  latest = checkpoint.path_for(str(tmp_path), 4)
-  data = open(latest, 'rb').read()
-  open(latest, 'wb').write(data[:len(data) // 2])
-  result = train.run(config_lib.resolve(_cfg(make_tiny_config, tmp_path, 6)))
-  assert result.steps == 6
-  np.testing.assert_array_equal(analysis.read_stats(str(tmp_path))['step'], np.arange(6))
-
-
 def test_keep_prunes_old_checkpoints(tmp_path, make_tiny_config):
   cfg = _cfg(make_tiny_config, tmp_path, 5, **{'log.save_frequency': 0.0, 'log.keep': 2})
   train.run(config_lib.resolve(cfg))
@@ -144,7 +131,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues_the_statistics(tmp_pat
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-2000:]
   assert 'stopped by SIGTERM' in err
-  (step, path), = checkpoint.list_checkpoints(str(out))
+  step, path = checkpoint.list_checkpoints(str(out))[-1]
   rows = analysis.read_stats(str(out))
   np.testing.assert_array_equal(rows['step'], np.arange(step))
   resumed = subprocess.run(cmd + [f'--config.optim.iterations={step + 5}'], env=env,

@@ -104,7 +104,7 @@ def test_two_devices_train_with_identical_parameters_and_checkpoint_all_walkers(
   result = np.load(tmp_path / 'two.npz')
   assert int(result['devices']) == 2 and int(result['step']) == 8
   assert float(result['device_spread']) == 0.0  # bitwise the same on both devices
-  (step, path), = checkpoint.list_checkpoints(str(tmp_path / 'run'))
+  step, path = checkpoint.list_checkpoints(str(tmp_path / 'run'))[-1]
   with np.load(path) as data:
     walker_arrays = [data[k] for k in data.files if k.startswith('walkers/')]
     keys = [data[k] for k in data.files if k.startswith('key/')]
@@ -190,7 +190,7 @@ def test_two_processes_train_as_one_stop_together_and_only_process_zero_writes(t
   step = int(results[0]['step'])
   assert int(results[1]['step']) == step
   assert _outputs(tmp_path / 'host1') == []
-  (saved, path), = checkpoint.list_checkpoints(str(tmp_path / 'host0' / 'run'))
+  saved, path = checkpoint.list_checkpoints(str(tmp_path / 'host0' / 'run'))[-1]
   assert saved == step
   with np.load(path) as data:
     assert data['walkers/00000'].shape == (64, 6)  # the walkers of both processes
@@ -209,9 +209,10 @@ def test_two_processes_train_as_one_stop_together_and_only_process_zero_writes(t
   rows = stats.read_text().splitlines()[1:]
   assert [int(r.split(',')[0]) for r in rows] == list(range(step + 3))
   assert _outputs(tmp_path / 'host1') == []
-  assert _outputs(tmp_path / 'host0' / 'run') == sorted([
-      'config.json', f'ckpt_{step:06d}.npz', f'ckpt_{step + 3:06d}.npz', 'hf_orbitals.npz',
-      'pretrain_stats.csv', 'summary.json', 'train_stats.csv'])
+  assert _outputs(tmp_path / 'host0' / 'run') == sorted({
+      '.vmc.lock', 'config.json', 'ckpt_000000.npz', f'ckpt_{step:06d}.npz',
+      f'ckpt_{step + 3:06d}.npz', 'hf_orbitals.npz', 'pretrain_stats.csv', 'summary.json',
+      'train_stats.csv'})
 
 
 def test_processes_started_by_slurm_find_each_other_from_its_environment(tmp_path):

@@ -75,7 +75,7 @@ def test_time_limit_signal_checkpoints_requeues_and_the_requeued_job_resumes(tmp
   assert proc.returncode == 0, err[-3000:]
   assert 'stopped by SIGTERM' in err
   assert log.read_text().splitlines() == ['scancel --signal=TERM 4242', 'scontrol requeue 4242']
-  (step, path), = checkpoint.list_checkpoints(str(tmp_path / 'run'))
+  step, path = checkpoint.list_checkpoints(str(tmp_path / 'run'))[-1]
 
   # SLURM starts the requeued job: the same script, which resumes and finishes.
   log.unlink()

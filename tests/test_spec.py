@@ -146,3 +146,128 @@ def test_unknown_system_keys_are_errors():
   cfg.system.atomz = 'Li'
   with pytest.raises(ConfigError, match='system.atomz is not a config key'):
     config_lib.resolve(cfg)
+
+
+# Bad values for every key of the config: each must be refused by `resolve` with one line
+# naming the key. A config dict rebuilt from plain values (as a config file may write
+# them) lets a value of the wrong type through to the checks, which must catch it too.
+NAN = float('nan')
+MOLECULE = {'system.atom': ''}
+BAD_VALUES = {
+    'batch_size': [0, -1, 2.5, 2**31],
+    'system.atom': ['Xx', 5],
+    'system.molecule': [('NoSuchMolecule', MOLECULE),
+                        ((('H', (0, 0, 0)), ('H', (0, 0, 0.001))), MOLECULE),
+                        ((('H', (0, 0)),), MOLECULE), ((('H', (0, 0, NAN)),), MOLECULE), ((), MOLECULE)],
+    'system.units': [('angstrom!', {**MOLECULE, 'system.molecule': 'LiH'})],
+    'system.charge': [2, 1.5],
+    'system.spin': [1, -2],
+    'system.electrons': [(1,), (-1, 1), (2, 1, {'system.charge': 1})],
+    'network.network_type': ['mlp'],
+    'network.determinants': [0, 1.5],
+    'network.full_det': ['yes'],
+    'network.envelope_type': ['full'],
+    'network.envelope_shared': [1],
+    'network.bias_orbitals': ['no'],
+    'network.jastrow': ['pade'],
+    'network.ferminet.hidden_dims': [((16.5, 4),), (), ((16, 4, 2),), ((0, 4),)],
+    'network.psiformer.num_layers': [0],
+    'network.psiformer.num_heads': [0],
+    'network.psiformer.heads_dim': [-64],
+    'network.psiformer.mlp_hidden_dims': [(0,), ()],
+    'network.psiformer.use_layer_norm': ['yes'],
+    'network.psiformer.rescale_inputs': [2],
+    'optim.optimizer': ['sgd'],
+    'optim.iterations': [0, 2**31],
+    'optim.laplacian': ['fd'],
+    'optim.local_energy_chunk_size': [-1],
+    'optim.clip_local_energy': [0.0, NAN],
+    'optim.lr.rate': [-0.05, NAN],
+    'optim.lr.decay': [-1.0],
+    'optim.lr.delay': [0.0, -10.0],
+    'optim.kfac.invert_every': [0],
+    'optim.kfac.cov_update_every': [0],
+    'optim.kfac.damping': [0.0],
+    'optim.kfac.cov_ema_decay': [1.0],
+    'optim.kfac.momentum': [1.0],
+    'optim.kfac.norm_constraint': [0.0],
+    'optim.kfac.min_damping': [-1e-4],
+    'optim.kfac.l2_reg': [-1.0],
+    'optim.kfac.register_only_generic': ['true'],
+    'optim.adam.b1': [1.0],
+    'optim.adam.b2': [-0.1],
+    'optim.adam.eps': [0.0],
+    'pretrain.method': ['ccsd'],
+    'pretrain.iterations': [-1, 0],
+    'pretrain.basis': [5],
+    'pretrain.open_shell': ['ghf'],
+    'pretrain.lr': [0.0],
+    'pretrain.hf_sample_weight': [1.5],
+    'mcmc.steps': [0, 10**20],
+    'mcmc.burn_in': [-1],
+    'mcmc.init_width': [0.0],
+    'mcmc.move_width': [0.0, -0.1],
+    'mcmc.adapt_frequency': [0],
+    'mcmc.target_acceptance': [(0.6, 0.5), (0.0, 0.5), (0.5,)],
+    'log.save_path': [5],
+    'log.restore_path': [5],
+    'log.save_frequency': [-1.0],
+    'log.keep': [0],
+    'log.print_every_seconds': [-1.0],
+    'log.stats_ewm_alpha': [2.0, 0.0],
+    'observables.dipole': ['yes'],
+    'observables.s2': ['no'],
+    'observables.density': ['cube'],
+    'observables.density_bins': [0],
+    'observables.density_extent': [0.0],
+    'distributed.mode': ['maybe'],
+    'distributed.coordinator_address': [5],
+    'distributed.num_processes': [0],
+    'distributed.process_id': [-1],
+    'distributed.timeout_seconds': [0],
+    'debug.deterministic': ['yes'],
+    'debug.seed': [-3, 2**31],
+    'debug.max_bad_steps': [0],
+}
+BAD_CASES = [(key, case if isinstance(case, tuple) and len(case) == 2 and isinstance(
+    case[1], dict) else (case, {})) for key, cases in BAD_VALUES.items() for case in cases]
+
+
+def _leaf_keys(node, prefix=''):
+  for key in node.keys():
+    if hasattr(node[key], 'keys'):
+      yield from _leaf_keys(node[key], f'{prefix}{key}.')
+    else:
+      yield prefix + key
+
+
+def test_the_bad_value_table_covers_every_key():
+  assert sorted(_leaf_keys(config_lib.default())) == sorted(BAD_VALUES)
+
+
+@pytest.mark.parametrize('key, case', BAD_CASES, ids=[f'{k}={c[0]!r}' for k, c in BAD_CASES])
+def test_every_key_refuses_its_bad_values_in_one_line(key, case):
+  import ml_collections
+  value, others = case
+  if isinstance(value, tuple) and len(value) == 3 and isinstance(value[2], dict):
+    value, others = value[:2], value[2]  # (n_up, n_down) with other keys
+  plain = config_lib.default().to_dict()
+  plain['system']['atom'] = 'He'
+  for k, v in {**others, key: value}.items():
+    node = plain
+    *path, last = k.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = v
+  with pytest.raises(ConfigError) as error:
+    config_lib.resolve(ml_collections.ConfigDict(plain))
+  text = str(error.value)
+  assert key in text and '\n' not in text, text
+
+
+def test_a_repeated_config_flag_keeps_its_last_value():
+  from vmc import cli
+  args = ['--config.a=1', '--config.b', '2', '--config.a=3', '--config.b', '4', '--other']
+  assert cli._last_flag_wins(args) == ['--config.a=3', '--config.b', '4', '--other']
+  assert cli._last_flag_wins(['--config', 'c.py', '--config.a=1']) == [
+      '--config', 'c.py', '--config.a=1']

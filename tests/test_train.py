@@ -43,10 +43,12 @@ def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config
   assert float(rows[-1]['learning_rate']) < float(rows[0]['learning_rate'])
   with open(os.path.join(result.save_path, 'config.json')) as f:
     assert json.load(f)['system']['atom'] == 'He'
-  (step, path), = checkpoint.list_checkpoints(result.save_path)
-  assert step == 80
+  # One checkpoint at the first training step, one at the end.
+  assert [s for s, _ in checkpoint.list_checkpoints(result.save_path)] == [0, 80]
+  path = checkpoint.list_checkpoints(result.save_path)[-1][1]
   expected = checkpoint.state_fields(result.final_state)
-  step, restored = checkpoint.load(path, expected)
+  header, restored = checkpoint.load(path, expected)
+  assert header['step'] == 80 and header['burned_in']
   for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(expected)):
     np.testing.assert_array_equal(a, b)
 
@@ -147,9 +149,19 @@ def test_cli_runs_and_a_rerun_of_a_finished_run_changes_nothing(tmp_path):
     (['--config=nonexistent_config.py'], 'cannot load the config file'),
     (['--config.batch_size=many'], 'batch_size'),
     (['--config.log.restore_path=/nonexistent/run'], 'log.restore_path=/nonexistent/run'),
+    (['--config.no_such_key=1'], '--config.no_such_key: no such config key'),
+    (['--config.mcmc.steps=100000000000000000000'], 'mcmc.steps=100000000000000000000 must'),
+    (['--config.system.atom=', "--config.system.molecule=(('H',(0,0,0)),('H',(0,0,0)))"],
+     'atoms 1 (H) and 2 (H) are 0 bohr apart'),
+    # A repeated flag replaces (ml_collections would append to a tuple: ((8, 4), (16.5, 4))).
+    (['--config.network.ferminet.hidden_dims=((8,4),)',
+      '--config.network.ferminet.hidden_dims=((16.5,4),)'], 'hidden_dims=((16.5, 4),) must'),
+    (['--config=raising_config.py'], 'the config file raised RuntimeError: no such system'),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
   out = tmp_path / 'run'
+  (tmp_path / 'raising_config.py').write_text(
+      'def get_config():\n  raise RuntimeError("no such system")\n')
   proc = _vmc(args + [f'--config.log.save_path={out}'], tmp_path)
   assert proc.returncode == 2
   errors = [l for l in proc.stderr.splitlines() if l.startswith('vmc: error:')]

@@ -133,6 +133,20 @@ def summarize_run(run_dir: str, window: float | None = None) -> dict:
   return summary
 
 
+def strict_json(value: Any) -> Any:
+  """`value` with numpy numbers made Python ones and non-finite floats made None, so that
+  json.dump(..., allow_nan=False) writes strict JSON (null, not NaN)."""
+  if isinstance(value, dict):
+    return {k: strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return [strict_json(v) for v in value]
+  if isinstance(value, (np.integer, np.bool_)):
+    return value.item()
+  if isinstance(value, (float, np.floating)):
+    return float(value) if np.isfinite(value) else None
+  return value
+
+
 def summary_lines(summary: dict) -> list[str]:
   """The energy (with error bar and reference) and observables of a summary, as text."""
   if np.isfinite(summary['energy_error']):

@@ -13,7 +13,6 @@ Checkpoints do not depend on the device count: `restore` fits walkers and keys t
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import numpy as np
 from absl import logging
 
 import vmc
-from vmc import parallel
+from vmc import parallel, systems, writers
 from vmc.errors import ConfigError
 from vmc.types import MCMCState, TrainState
 
@@ -50,24 +49,27 @@ def path_for(directory: str, step: int) -> str:
   return os.path.join(directory, f'ckpt_{step:06d}.npz')
 
 
-def save(directory: str, step: int, fields: dict[str, Any], config_json: str) -> str:
-  """Writes {field name: host pytree} atomically: temporary file, fsync, rename."""
+def save(directory: str, step: int, fields: dict[str, Any], config_json: str,
+         burned_in: bool = True) -> str:
+  """Writes {field name: host pytree} atomically: temporary file, fsync, rename.
+
+  `burned_in` False marks the state after pretraining, before its burn-in (a resume then
+  burns in). A failed write (e.g. a full disk) removes its temporary file and raises
+  OSError; the checkpoints already on disk are untouched.
+  """
   arrays: dict[str, Any] = {'header': None}  # first in the file
   for name, tree in fields.items():
     for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
       arrays[f'{name}/{i:05d}'] = np.asarray(leaf)
   header = json.dumps({'format': FORMAT, 'step': int(step), 'version': vmc.__version__,
-                       'config': config_json})
-  buf = io.BytesIO()
+                       'burned_in': burned_in, 'config': config_json})
   arrays['header'] = np.array(header)
-  np.savez(buf, **arrays)
   path = path_for(directory, step)
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(buf.getvalue())
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+
+  def write(tmp: str) -> None:
+    with open(tmp, 'wb') as f:
+      np.savez(f, **arrays)
+  writers.write_atomically(path, write)
   dir_fd = os.open(directory, os.O_RDONLY)
   try:
     os.fsync(dir_fd)
@@ -93,8 +95,9 @@ def prune(directory: str, keep: int) -> None:
 
 
 def load(path: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
-         optional: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
-  """Returns (step, {field: pytree}) shaped like `templates`.
+         optional: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Returns (header, {field: pytree} shaped like `templates`); the header holds `step`,
+  `config` (JSON text), `version` and `burned_in`.
 
   Leaves of fields in `resizable` may differ in their leading dimension (the caller
   adapts them); every other shape must match the template exactly. A field in `optional`
@@ -103,6 +106,8 @@ def load(path: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
   try:
     with np.load(path, allow_pickle=False) as data:
       header = json.loads(str(data['header']))
+      if not isinstance(header, dict) or not isinstance(header.get('step'), int):
+        raise ValueError('no checkpoint header')
       if header.get('format') != FORMAT and header.get('format') not in _LEGACY:
         raise CheckpointError(f'{path} has checkpoint format {header.get("format")!r}; this vmc '
                               f'reads {FORMAT} and {", ".join(_LEGACY)}')
@@ -133,7 +138,7 @@ def load(path: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
     if isinstance(e, CheckpointError):
       raise
     raise CorruptCheckpoint(f'{path} is unreadable ({type(e).__name__}: {e})') from None
-  return header['step'], out
+  return header, out
 
 
 def _matches(data: Any, stored: list[str], leaves: list) -> bool:
@@ -142,10 +147,12 @@ def _matches(data: Any, stored: list[str], leaves: list) -> bool:
 
 
 def load_latest(directory: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
-                optional: tuple[str, ...] = ()) -> tuple[int, dict[str, Any], str]:
-  """Loads the newest readable checkpoint, falling back past corrupt ones.
+                optional: tuple[str, ...] = (),
+                set_aside: bool = False) -> tuple[dict[str, Any], dict[str, Any], str]:
+  """Loads the newest readable checkpoint, falling back past corrupt ones (renamed to
+  `*.npz.corrupt` with set_aside, so that pruning never keeps them instead of good ones).
 
-  Returns (step, fields, path). Raises CheckpointError if none is readable; a checkpoint
+  Returns (header, fields, path). Raises CheckpointError if none is readable; a checkpoint
   that is readable but incompatible with the templates is not skipped (it would be again).
   """
   found = list_checkpoints(directory)
@@ -153,11 +160,13 @@ def load_latest(directory: str, templates: dict[str, Any], resizable: tuple[str,
     raise CheckpointError(f'{directory} holds no ckpt_*.npz')
   for _, path in reversed(found):
     try:
-      got_step, fields = load(path, templates, resizable, optional)
-      return got_step, fields, path
+      header, fields = load(path, templates, resizable, optional)
+      return header, fields, path
     except CorruptCheckpoint as e:
-      logging.warning('checkpoint %s is corrupt or truncated (%s); trying the previous one',
-                      path, e)
+      logging.warning('checkpoint %s is unreadable (%s); trying the previous one%s', path, e,
+                      f' (kept as {os.path.basename(path)}.corrupt)' if set_aside else '')
+      if set_aside:
+        os.replace(path, path + '.corrupt')
   raise CheckpointError(f'no readable checkpoint in {directory}')
 
 
@@ -183,13 +192,14 @@ def state_fields(state: TrainState, gather: bool = True) -> dict[str, Any]:
   return fields
 
 
-def save_state(directory: str, state: TrainState, config_json: str, keep: int) -> str:
+def save_state(directory: str, state: TrainState, config_json: str, keep: int,
+               burned_in: bool = True) -> str:
   """Checkpoint of all processes' state at its step, written by process 0 and pruned to
   the newest `keep` (a collective: every process must call it). Returns its path."""
   fields = state_fields(state)
   step = int(fields['step'])
   if parallel.is_main():
-    save(directory, step, fields, config_json)
+    save(directory, step, fields, config_json, burned_in)
     prune(directory, keep)
   return path_for(directory, step)
 
@@ -198,7 +208,9 @@ class Restored(NamedTuple):
   """Checkpoint fields fitted to a run, and what had to change."""
   fields: dict[str, Any]
   path: str
-  resampled: bool  # walkers were resampled to a larger batch: they need a burn-in
+  # Walkers resampled to a larger batch, moved to another system, or saved before their
+  # burn-in: they need one.
+  needs_burn_in: bool
   opt_state_restored: bool  # False: a checkpoint of another optimizer
   notes: tuple[str, ...]  # what was adapted, for the log
 
@@ -228,20 +240,24 @@ def fit_fields(fields: dict[str, Any], batch_size: int,
   return dict(fields, walkers=x, key=keys), resampled, notes
 
 
-def restore(path: str, template: TrainState, batch_size: int, resume: bool) -> Restored:
+def restore(path: str, template: TrainState, batch_size: int, resume: bool,
+            system: systems.System) -> Restored:
   """Loads the newest readable checkpoint of a run folder, or a ckpt_*.npz file, fitted to
   this run's batch and devices. Host only (process 0).
 
-  Raises ConfigError with the fix if nothing can be loaded. Unless `resume` (the run's own
-  folder), a checkpoint of another optimizer gives everything but its optimizer state.
+  Raises ConfigError with the fix if nothing can be loaded. With `resume` (the run's own
+  folder) the checkpoint must be of the same system and optimizer, and unreadable
+  checkpoints are set aside; otherwise a checkpoint of another optimizer gives everything
+  but its optimizer state, and one of another system (a warm start) is taken with a
+  warning and a burn-in.
   """
   templates = state_fields(template, gather=False)
   optional = () if resume else ('opt_state',)
   try:
     if os.path.isdir(path):
-      _, fields, path = load_latest(path, templates, RESIZABLE, optional)
+      header, fields, path = load_latest(path, templates, RESIZABLE, optional, resume)
     elif os.path.isfile(path):
-      _, fields = load(path, templates, RESIZABLE, optional)
+      header, fields = load(path, templates, RESIZABLE, optional)
     else:
       raise ConfigError(f'log.restore_path={path} does not exist; give a run folder or a '
                         'ckpt_*.npz file')
@@ -251,7 +267,34 @@ def restore(path: str, template: TrainState, batch_size: int, resume: bool) -> R
   fields, resampled, notes = fit_fields(fields, batch_size, parallel.global_device_count())
   if 'opt_state' not in fields:
     notes.append('optimizer state of another optimizer: not restored, initialized afresh')
-  return Restored(fields, path, resampled, 'opt_state' in fields, tuple(notes))
+  moved = _system_change(header, system)
+  if moved and resume:
+    raise ConfigError(f'log.save_path holds a run of {moved}; resume it with its own '
+                      'system.* settings, or give a new log.save_path')
+  if moved:
+    logging.warning('log.restore_path %s is a checkpoint of %s: its parameters and walkers '
+                    'are a warm start, and a burn-in follows', path, moved)
+  burned_in = bool(header.get('burned_in', True))
+  if not burned_in:
+    notes.append('saved after pretraining, before the burn-in: burn-in follows')
+  return Restored(fields, path, resampled or bool(moved) or not burned_in,
+                  'opt_state' in fields, tuple(notes))
+
+
+def _system_change(header: dict[str, Any], system: systems.System) -> str | None:
+  """'<their system>, not <this system>' when the checkpoint's config is of another system
+  (other nuclei, positions or electrons); None when the same or not known."""
+  from vmc import config  # noqa: PLC0415  (config imports optimizers, which import jax)
+  try:
+    theirs = config.resolve_system(config.from_json(header['config']))
+  except (ConfigError, KeyError, TypeError, ValueError):
+    return None  # a config of another vmc version: nothing to compare with
+  label, here = systems.describe(theirs), systems.describe(system)
+  if label != here or [a.symbol for a in theirs.atoms] != [a.symbol for a in system.atoms]:
+    return f'{label}, not {here}'
+  shift = float(np.max(np.abs(theirs.positions - system.positions)))
+  return f'{label} at another geometry (nuclei moved by up to {shift:.4g} bohr)' if (
+      shift > 1e-6) else None
 
 
 def state_from_fields(fields: dict[str, Any], template: TrainState) -> TrainState:

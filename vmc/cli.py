@@ -9,6 +9,7 @@ import difflib
 import logging as pylogging
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -52,6 +53,29 @@ def _unknown_key_message(args: list[str]) -> str | None:
   return None
 
 
+def _last_flag_wins(args: list[str]) -> list[str]:
+  """The command line with each --config.KEY given once, at its last value.
+
+  ml_collections would append repeated values of a tuple-valued key (a network silently
+  gets more layers); a repeated flag replaces here, as it does for every other option.
+  Both `--config.KEY=VALUE` and `--config.KEY VALUE` are understood.
+  """
+  spans = []  # (key, first index, number of items)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if arg.startswith('--config.'):
+      key, has_value, _ = arg.partition('=')
+      n = 1 if has_value or i + 1 == len(args) or args[i + 1].startswith('--') else 2
+      spans.append((key, i, n))
+      i += n
+    else:
+      i += 1
+  last = {key: start for key, start, _ in spans}
+  drop = {j for key, start, n in spans if last[key] != start for j in range(start, start + n)}
+  return [a for j, a in enumerate(args) if j not in drop]
+
+
 def _main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}; options go as --config.KEY=VALUE')
@@ -90,6 +114,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     print(f'vmc: error: {_one_line(str(e))} (vmc --helpfull lists the flags; config keys are '
           'in vmc/config.py)', file=sys.stderr)
     sys.exit(2)
+  except Exception as e:  # noqa: BLE001  (a config file is user code: any error is possible)
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    print(f'vmc: error: the config file raised {type(e).__name__}: {_one_line(str(e))} '
+          f'(at {where.filename}:{where.lineno}); fix the config file', file=sys.stderr)
+    sys.exit(2)
 
 
 def _quiet_libraries(record: pylogging.LogRecord) -> bool:
@@ -101,6 +130,7 @@ def _quiet_libraries(record: pylogging.LogRecord) -> bool:
 
 def main() -> None:
   global _CONFIG
+  sys.argv[1:] = _last_flag_wins(sys.argv[1:])
   _CONFIG = _define_config_flag()
   logging.get_absl_handler().addFilter(_quiet_libraries)
   app.run(_main, flags_parser=_parse_flags)

@@ -216,11 +216,14 @@ def _is_number(value: Any) -> bool:
       value)
 
 
+MAX_INT = 2**31 - 1  # counts reach compiled code as int32
+
+
 def _integer(low: int) -> Check:
   def check(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_INT:
       what = 'a positive integer' if low == 1 else f'an integer >= {low}'
-      raise ConfigError(f'{key}={value!r} must be {what}')
+      raise ConfigError(f'{key}={value!r} must be {what} (at most {MAX_INT})')
     return int(value)
   return check
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import parallel, statistics, systems
+from vmc import parallel, statistics, systems, writers
 from vmc.config import ObservablesSpec
 from vmc.types import Array, Params, WavefunctionFn
 
@@ -142,17 +142,18 @@ class ArrayStore:
   def save(self) -> None:
     if not (self.enabled and self.names):
       return
-    tmp = self.path + '.tmp'
-    with h5py.File(tmp, 'w') as f:
-      f.create_dataset('step', data=np.asarray(self.steps, np.int64))
-      for k in self.names:
-        if self.data[k]:
-          f.create_dataset(k, data=np.stack(self.data[k]), compression='gzip')
-          f.create_dataset(k + '_mean', data=np.mean(np.stack(self.data[k]), axis=0))
-      for k, v in self.attrs.items():
-        f.create_dataset(k, data=v)
-      f.attrs['units'] = 'atomic units: bohr, electrons per bohr (radial) or bohr^3 (grid)'
-    os.replace(tmp, self.path)
+
+    def write(tmp: str) -> None:
+      with h5py.File(tmp, 'w') as f:
+        f.create_dataset('step', data=np.asarray(self.steps, np.int64))
+        for k in self.names:
+          if self.data[k]:
+            f.create_dataset(k, data=np.stack(self.data[k]), compression='gzip')
+            f.create_dataset(k + '_mean', data=np.mean(np.stack(self.data[k]), axis=0))
+        for k, v in self.attrs.items():
+          f.create_dataset(k, data=v)
+        f.attrs['units'] = 'atomic units: bohr, electrons per bohr (radial) or bohr^3 (grid)'
+    writers.write_atomically(self.path, write)
 
 
 def summarize(stats: dict[str, np.ndarray]) -> dict:

@@ -139,13 +139,24 @@ def _solve(mol: Any, name: str, basis: str, method: str) -> tuple[np.ndarray, fl
   return mo_coeff, energy
 
 
+def cached_energy(directory: str) -> float | None:
+  """The Hartree-Fock energy kept in directory/hf_orbitals.npz, if the run pretrained."""
+  try:
+    with np.load(os.path.join(directory, _CACHE)) as data:
+      return float(data['energy'])
+  except (OSError, KeyError, ValueError):
+    return None
+
+
 def write_cache_file(hf: HartreeFock, directory: str) -> None:
   """Keeps the SCF solution in directory/hf_orbitals.npz (atomically) for later runs."""
   os.makedirs(directory, exist_ok=True)
   cache = os.path.join(directory, _CACHE)
-  tmp = cache + '.tmp.npz'
-  np.savez(tmp, mo_coeff=hf.mo_coeff, energy=hf.energy, basis=hf.basis, method=hf.method)
-  os.replace(tmp, cache)
+
+  def write(tmp: str) -> None:
+    with open(tmp, 'wb') as f:
+      np.savez(f, mo_coeff=hf.mo_coeff, energy=hf.energy, basis=hf.basis, method=hf.method)
+  writers.write_atomically(cache, write)
 
 
 def make_hf_callback(hf: HartreeFock) -> Callable:

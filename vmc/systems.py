@@ -137,6 +137,9 @@ def _check_symbol(symbol: str, key: str) -> str:
   return symbol
 
 
+MIN_DISTANCE = 0.01  # bohr: closer nuclei are a typo, and a singular Hamiltonian
+
+
 def _parse_atoms(molecule: Any, units: str) -> tuple[Atom, ...]:  # molecule: unchecked input
   if units not in ('bohr', 'angstrom'):
     raise ConfigError(f"system.units={units!r} is not known; use 'bohr' or 'angstrom'")
@@ -146,15 +149,23 @@ def _parse_atoms(molecule: Any, units: str) -> tuple[Atom, ...]:  # molecule: un
     try:
       symbol, coords = item
       coords = tuple(float(c) * scale for c in coords)
-      if len(coords) != 3:
+      if len(coords) != 3 or not np.all(np.isfinite(coords)):
         raise ValueError
     except (TypeError, ValueError):
       raise ConfigError(
-          f'system.molecule entry {item!r} is not (symbol, (x, y, z)); '
-          "write e.g. [('H', (0, 0, 0)), ('H', (0, 0, 1.4))]") from None
+          f'system.molecule entry {item!r} is not (symbol, (x, y, z)) with finite '
+          "coordinates; write e.g. [('H', (0, 0, 0)), ('H', (0, 0, 1.4))]") from None
     atoms.append(Atom(_check_symbol(symbol, 'system.molecule'), coords))
   if not atoms:
     raise ConfigError('system.molecule is empty; give at least one (symbol, (x, y, z))')
+  for i, a in enumerate(atoms):
+    for j in range(i):
+      distance = float(np.linalg.norm(np.subtract(a.coords, atoms[j].coords)))
+      if distance < MIN_DISTANCE:
+        raise ConfigError(
+            f'system.molecule: atoms {j + 1} ({atoms[j].symbol}) and {i + 1} ({a.symbol}) '
+            f'are {distance:.3g} bohr apart; nuclei must be at least {MIN_DISTANCE} bohr '
+            'apart (check the coordinates and system.units)')
   return tuple(atoms)
 
 
@@ -225,3 +236,11 @@ def make_system(*, atom: str | None = None, molecule: str | Sequence[Any] | None
           f'between 0 and {n_elec} with the parity of {n_elec}')
     n_up, n_down = (n_elec + spin) // 2, (n_elec - spin) // 2
   return System(name=name, atoms=atoms, electrons=(n_up, n_down))
+
+
+def describe(system: System) -> str:
+  """Name, charge and electrons per spin, e.g. 'H- (electrons 1 up, 1 down)'."""
+  q = system.charge
+  sign = '' if q == 0 else f'{"" if abs(q) == 1 else abs(q)}{"+" if q > 0 else "-"}'
+  up, down = system.electrons
+  return f'{system.name}{sign} (electrons {up} up, {down} down)'

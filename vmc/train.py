@@ -15,6 +15,7 @@ anything is written. Process 0 alone reads and writes files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -22,6 +23,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -30,7 +32,7 @@ import numpy as np
 from absl import logging
 
 from vmc import analysis, checkpoint, iteration, networks, observables, parallel, pretrain
-from vmc import writers
+from vmc import runfolder, writers
 from vmc.config import DebugSpec, Spec
 from vmc.errors import ConfigError, RunAborted
 from vmc.types import StepStats, TrainState
@@ -109,6 +111,7 @@ class _Start(NamedTuple):
   """Where a run starts, decided before anything is written."""
   state: TrainState  # with opt_state when restored; without (None) when fresh
   restored: checkpoint.Restored | None  # from a checkpoint, own folder or restore_path
+  resumed: bool  # from the run's own folder
   needs_burn_in: bool
   hf: pretrain.HartreeFock | None  # the SCF, when this run pretrains
 
@@ -126,7 +129,8 @@ def _find_start(spec: Spec, model: iteration.Model, seed: int, save_path: str,
     if source:
       if resume:
         writers.check_columns(stats_path, stats_columns(obs))
-      return checkpoint.restore(source, template, spec.batch_size, resume), resume
+      return (checkpoint.restore(source, template, spec.batch_size, resume, spec.system),
+              resume)
     if os.path.exists(stats_path):
       raise ConfigError(
           f'log.save_path={save_path} holds {os.path.basename(stats_path)} but no checkpoint '
@@ -139,14 +143,14 @@ def _find_start(spec: Spec, model: iteration.Model, seed: int, save_path: str,
     if spec.pretrain.method == 'hf':  # before anything is written: a failing SCF is an error
       hf = pretrain.hartree_fock(spec.system, spec.pretrain.basis, spec.pretrain.open_shell,
                                  cache_dir=save_path, write_cache=False)
-    return _Start(state, None, True, hf)
+    return _Start(state, None, False, True, hf)
   state = checkpoint.state_from_fields(restored.fields, template)
   if not restored.opt_state_restored:
     state = iteration.with_opt_state(state, model)
   verb = 'resuming' if resumed else 'starting'
   logging.info('%s from %s at step %d%s', verb, restored.path, int(parallel.first(state.step)),
                f' ({"; ".join(restored.notes)})' if restored.notes else '')
-  needs_burn_in = restored.resampled
+  needs_burn_in = restored.needs_burn_in
   if spec.evaluation and not resumed:
     # An evaluation counts its own iterations, after a burn-in of its own.
     state = state._replace(step=parallel.replicate(jnp.zeros((), jnp.int32)),
@@ -155,23 +159,48 @@ def _find_start(spec: Spec, model: iteration.Model, seed: int, save_path: str,
     needs_burn_in = True
     logging.info('evaluation: %d iterations of the restored wavefunction after a burn-in '
                  'of %d', spec.optim.iterations, spec.mcmc.burn_in)
-  return _Start(state, restored, needs_burn_in, None)
+  return _Start(state, restored, resumed, needs_burn_in, None)
 
 
-def _write_run_folder(spec: Spec, save_path: str, start: _Start) -> None:
-  """config.json (and the SCF cache): the first files a run writes."""
+def _seed(debug: DebugSpec, save_path: str) -> int:
+  """The run's seed: debug.seed or debug.deterministic's, else the one that an earlier
+  attempt in this folder recorded in config.json (so that a rerun after a kill before the
+  first checkpoint repeats it), else a new random one."""
+  if debug.seed is None and not debug.deterministic:
+    try:
+      with open(os.path.join(save_path, 'config.json')) as f:
+        recorded = json.load(f)['debug']['seed']
+      if isinstance(recorded, int):
+        return recorded
+    except (OSError, ValueError, KeyError, TypeError):
+      pass
+  return seed_of(debug)
+
+
+def _write_run_folder(spec: Spec, save_path: str, start: _Start, seed: int) -> None:
+  """config.json, with the seed used (and the SCF cache): the first files a run writes."""
   if not parallel.is_main():
     return
-  os.makedirs(save_path, exist_ok=True)
-  with open(os.path.join(save_path, 'config.json'), 'w') as f:
-    f.write(spec.config_json + '\n')
+  config = json.loads(spec.config_json)
+  config['debug']['seed'] = seed
+  writers.write_atomically(os.path.join(save_path, 'config.json'),
+                           lambda tmp: _write_text(tmp, json.dumps(config, indent=2) + '\n'))
   if start.hf is not None:
     pretrain.write_cache_file(start.hf, save_path)
 
 
+def _write_text(path: str, text: str) -> None:
+  with open(path, 'w') as f:
+    f.write(text)
+
+
 def _prepare(spec: Spec, model: iteration.Model, start: _Start, save_path: str,
              signals: _SignalFlag) -> TrainState | None:
-  """Pretraining (fresh runs), the optimizer state, and burn-in; None if a signal came."""
+  """Pretraining (fresh runs), the optimizer state, and burn-in; None if a signal came.
+
+  A checkpoint follows pretraining (marked as before its burn-in) and the burn-in (the
+  state at the first training step), so that a rerun never repeats finished work.
+  """
   state = start.state
   if start.hf is not None:
     t0 = time.time()
@@ -182,10 +211,11 @@ def _prepare(spec: Spec, model: iteration.Model, start: _Start, save_path: str,
                       'run redoes pretraining and burn-in (the SCF is kept in %s)',
                       signals.cause(), save_path)
       return None
-    state = pretrained
     logging.info('pretraining: %d iterations in %.1f s', spec.pretrain.iterations,
                  time.time() - t0)
-  if start.restored is None:
+    state = iteration.with_opt_state(pretrained, model)
+    _save(spec, save_path, state, burned_in=False)
+  elif start.restored is None:
     state = iteration.with_opt_state(state, model)
   if spec.mcmc.burn_in > 0 and start.needs_burn_in:
     t0 = time.time()
@@ -196,12 +226,13 @@ def _prepare(spec: Spec, model: iteration.Model, start: _Start, save_path: str,
       done += n
       if done < spec.mcmc.burn_in and signals.any_process():
         logging.warning('stopped by %s during burn-in (%d of %d iterations); the next run '
-                        'redoes %s', signals.cause(), done, spec.mcmc.burn_in,
-                        'pretraining and burn-in' if start.hf else 'the burn-in')
+                        'redoes the burn-in', signals.cause(), done, spec.mcmc.burn_in)
         return None
     jax.block_until_ready(state.mcmc.x)
     logging.info('burn-in: %d iterations of %d moves in %.1f s', spec.mcmc.burn_in,
                  spec.mcmc.steps, time.time() - t0)
+  if not start.resumed or start.needs_burn_in:
+    _save(spec, save_path, state)  # the state at the first training step
   return state
 
 
@@ -210,38 +241,69 @@ def run(spec: Spec) -> RunResult:
 
   A save_path that holds checkpoints is resumed from its newest readable one; otherwise
   the run starts from log.restore_path if given, else from scratch (SCF, pretraining,
-  burn-in). In a multi-process run every process calls this.
+  burn-in). The run holds the folder's lock throughout. In a multi-process run every
+  process calls this.
   """
   parallel.initialize(spec.distributed)
-  seed, save_path = parallel.share(
-      (seed_of(spec.debug), spec.log.save_path or default_save_path(spec.system.name)))
+  save_path = parallel.share(spec.log.save_path or default_save_path(spec.system.name))
   system = spec.system
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin)
   model = iteration.build(spec)
   obs = (observables.make(model.network.apply, system, spec.observables)
          if spec.observables.enabled else None)
-  with _SignalFlag() as signals:
-    start = _find_start(spec, model, seed, save_path, obs)
-    if signals.any_process():
-      kept = ''
-      if start.hf is not None and parallel.is_main():
-        pretrain.write_cache_file(start.hf, save_path)
-        kept = f' but the SCF ({os.path.join(save_path, "hf_orbitals.npz")}, reused next time)'
-      logging.warning('stopped by %s before the run started; nothing written%s',
-                      signals.cause(), kept)
-      return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
-    _write_run_folder(spec, save_path, start)
-    logging.info('seed %d (rerun with --config.debug.seed=%d); output in %s', seed, seed,
-                 save_path)
-    n_params = networks.count_parameters(parallel.first(start.state.params))
-    logging.info('network %s: %d parameters; optimizer %s', spec.network.network_type,
-                 n_params, spec.optim.optimizer)
-    logging.info('parallelism: %s', parallel.describe(spec.batch_size))
-    state = _prepare(spec, model, start, save_path, signals)
-    if state is None:
-      return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
-    return _loop(spec, model, state, save_path, start.hf, obs, signals)
+  with _SignalFlag() as signals, _locked(save_path):
+    try:
+      return _run_in_folder(spec, model, obs, save_path, signals)
+    except OSError as e:
+      raise RunAborted(_write_failure(e, save_path)) from None
+
+
+@contextlib.contextmanager
+def _locked(save_path: str) -> Iterator[None]:
+  """The run folder's lock (runfolder.RunFolderLock) on process 0, for every process."""
+  lock = runfolder.RunFolderLock(save_path, enabled=parallel.is_main())
+  parallel.on_main(lambda: lock.__enter__() and None)
+  try:
+    yield
+  finally:
+    lock.__exit__()
+
+
+def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observables | None,
+                   save_path: str, signals: _SignalFlag) -> RunResult:
+  seed = parallel.on_main(lambda: _seed(spec.debug, save_path))
+  start = _find_start(spec, model, seed, save_path, obs)
+  if signals.any_process():
+    kept = ''
+    if start.hf is not None and parallel.is_main():
+      pretrain.write_cache_file(start.hf, save_path)
+      kept = f' but the SCF ({os.path.join(save_path, "hf_orbitals.npz")}, reused next time)'
+    logging.warning('stopped by %s before the run started; nothing written%s',
+                    signals.cause(), kept)
+    return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
+  _write_run_folder(spec, save_path, start, seed)
+  logging.info('seed %d (rerun with --config.debug.seed=%d); output in %s', seed, seed,
+               save_path)
+  n_params = networks.count_parameters(parallel.first(start.state.params))
+  logging.info('network %s: %d parameters; optimizer %s', spec.network.network_type,
+               n_params, spec.optim.optimizer)
+  logging.info('parallelism: %s', parallel.describe(spec.batch_size))
+  state = _prepare(spec, model, start, save_path, signals)
+  if state is None:
+    return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
+  return _loop(spec, model, state, save_path, start, obs, signals)
+
+
+def _write_failure(error: OSError, save_path: str) -> str:
+  """What failed to be written or read, and what is safe on disk."""
+  what = f'{error.strerror or error} ({error.filename})' if error.filename else str(error)
+  found = checkpoint.list_checkpoints(save_path) if os.path.isdir(save_path) else []
+  safe = (f'the newest checkpoint, {found[-1][1]} (step {found[-1][0]}), is whole and the '
+          'statistics before it are kept; free space (or fix the folder) and run the same '
+          'command again to continue from it' if found else
+          'no checkpoint was written yet: the next run starts this one again')
+  return f'a file operation in {save_path} failed: {what}; {safe}'
 
 
 class _Rows:
@@ -271,16 +333,43 @@ def _progress_text(row: dict) -> str:
           f'  pmove={row["pmove"]:.2f}  width={row["move_width"]:.3f}')
 
 
-def _abort(bad: int, t: int, save_path: str) -> RunAborted:
+def _blame(spec: Spec, accepted: int, start: _Start, save_path: str) -> str:
+  """For a run stopped by non-finite steps: the phase at fault, its fix, and the newest
+  checkpoint (the loop writes checkpoints only after accepted steps)."""
   last = checkpoint.list_checkpoints(save_path) if parallel.is_main() else []
-  return RunAborted(
-      f'{bad} non-finite steps in a row at step {t}; stopped. Last good checkpoint: '
-      f'{last[-1][1] if last else "none"}. Lower optim.lr.rate or raise '
-      'optim.kfac.damping, then rerun the same command to continue from it')
+  where = (f'the newest checkpoint is {last[-1][1]} (step {last[-1][0]})' if last else
+           'no checkpoint was written')
+  if accepted:
+    cause = ('the optimization diverged: lower optim.lr.rate' +
+             (' or raise optim.kfac.damping' if spec.optim.optimizer == 'kfac' else ''))
+  elif start.hf is not None:
+    cause = ('no step of this run was accepted, so the pretrained wavefunction is at fault: '
+             "rerun with more pretrain.iterations, another debug.seed or pretrain.method='none'")
+  elif start.restored is not None:
+    cause = (f'no step of this run was accepted, so the state restored from '
+             f'{start.restored.path} is at fault: restore an earlier checkpoint')
+  else:
+    cause = ('no step of this run was accepted from its fresh initialization: try another '
+             'debug.seed or a smaller network')
+  return f'{cause}; {where}, and the same command continues from it'
+
+
+def _warn_if_stats_lost(previous: dict[str, list[float]], step: int, name: str,
+                        start: _Start) -> None:
+  """A resumed run whose statistics file lacks the rows before its checkpoint says so."""
+  if not start.resumed or step == 0:
+    return
+  steps = previous.get('step', [])
+  last = int(steps[-1]) if len(steps) else None
+  if last != step - 1:
+    logging.warning('%s holds %s, but the checkpoint is at step %d: the statistics of the '
+                    'steps between are lost (the file was deleted or cut); new rows '
+                    'continue at step %d', name,
+                    f'steps up to {last}' if last is not None else 'no rows', step, step)
 
 
 def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
-          hf: pretrain.HartreeFock | None, obs: observables.Observables | None,
+          start: _Start, obs: observables.Observables | None,
           signals: _SignalFlag) -> RunResult:
   """Iterations from the state's step to optim.iterations, with all the hooks."""
   main = parallel.is_main()
@@ -291,13 +380,17 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
                                  obs.arrays if obs else (), obs.attrs if obs else {},
                                  step, enabled=main)
   # Rows past the checkpoint would be written again: drop them, keep all earlier ones.
-  rows = _Rows(spec, parallel.on_main(lambda: writers.truncate_csv(stats_path, step)))
+  previous = parallel.on_main(lambda: writers.truncate_csv(stats_path, step))
+  _warn_if_stats_lost(previous, step, stats_name(spec), start)
+  rows = _Rows(spec, previous)
   if step >= total:
     logging.info('the run in %s is complete at step %d; raise optim.iterations to continue',
                  save_path, step)
+    if main and not os.path.exists(os.path.join(save_path, 'summary.json')):
+      write_summary(save_path)  # the run stopped between its last checkpoint and summary
     return RunResult(save_path, step, np.asarray(rows.energies), state)
   progress = writers.Progress(total, spec.log.print_every_seconds)
-  last_save, bad_in_a_row, stopped = time.monotonic(), 0, False
+  last_save, bad_in_a_row, accepted, stopped = time.monotonic(), 0, 0, False
   with writers.CsvWriter(stats_path, stats_columns(obs), enabled=main) as csv_out:
     for t in range(step, total):
       state, stats = model.iteration.step(state)
@@ -308,13 +401,16 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
         row.update(observables.row_values(values))
         store.append(t, values)
       csv_out.write(row)
+      # The same on every process: the statistics are all-reduced.
       bad_in_a_row = bad_in_a_row + 1 if row['rejected'] else 0
-      if bad_in_a_row:  # the same on every process: the statistics are all-reduced
+      accepted += not row['rejected']
+      if bad_in_a_row:
         logging.warning('step %d rejected: non-finite energy or parameters (%d in a row); '
                         'parameters and walkers kept from the step before', t, bad_in_a_row)
         if bad_in_a_row >= spec.debug.max_bad_steps:
           csv_out.close()
-          raise _abort(bad_in_a_row, t, save_path)
+          raise RunAborted(f'{bad_in_a_row} non-finite steps in a row at step {t}; stopped. '
+                           + _blame(spec, accepted, start, save_path))
       progress.update(t, _progress_text(row))
       # Every process takes the same decisions: a signal or a due checkpoint on any one
       # of them counts for all.
@@ -323,38 +419,48 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
            time.monotonic() - last_save > spec.log.save_frequency * 60.0])
       if stopped:
         break
-      if save_due and step < total:
+      if save_due and step < total and not bad_in_a_row:
         csv_out.flush()
         _save(spec, save_path, state, store)
         last_save = time.monotonic()
+  if not accepted and not stopped:
+    raise RunAborted(f'none of the {step - int(parallel.first(start.state.step))} steps of '
+                     'this run was accepted (non-finite energies or parameters), so none was '
+                     f'checkpointed. {_blame(spec, 0, start, save_path)}')
   path = _save(spec, save_path, state, store)
   if stopped and step < total:
     logging.warning('stopped by %s after step %d of %d; checkpoint %s. Run the same command '
                     'again to continue.', signals.cause(), step, total, path)
-  elif main:
+    return RunResult(save_path, step, np.asarray(rows.energies), state)
+  if main:
     logging.info('checkpoint %s', path)
-    write_summary(save_path, hf.energy if hf else None)
+    summary = write_summary(save_path)
+    if summary and summary.get('energy') is None:
+      raise RunAborted(f'the run ended at step {step} but its energy estimate is not finite '
+                       '(the last iterations were all rejected); summary.json holds null. '
+                       'See the rejected column of the statistics')
   return RunResult(save_path, step, np.asarray(rows.energies), state)
 
 
 def _save(spec: Spec, save_path: str, state: TrainState,
-          store: observables.ArrayStore) -> str:
+          store: observables.ArrayStore | None = None, burned_in: bool = True) -> str:
   """Checkpoint of all processes' state (a collective), observable arrays first."""
-  if parallel.is_main():
+  if parallel.is_main() and store is not None:
     store.save()  # first: the arrays then cover at least the checkpoint's steps
-  return checkpoint.save_state(save_path, state, spec.config_json, spec.log.keep)
+  return checkpoint.save_state(save_path, state, spec.config_json, spec.log.keep, burned_in)
 
 
-def write_summary(save_path: str, hf_energy: float | None = None) -> dict:
-  """summary.json of a finished run (analysis.summarize_run), and its lines in the log."""
+def write_summary(save_path: str) -> dict:
+  """summary.json of a finished run (analysis.summarize_run, and the Hartree-Fock energy
+  if the run pretrained), and its lines in the log. Strict JSON: a value that is not
+  finite is written (and returned) as null."""
   summary = analysis.summarize_run(save_path)
   if not summary:
     return {}
-  summary['hf_energy'] = hf_energy
+  summary['hf_energy'] = pretrain.cached_energy(save_path)
   for line in analysis.summary_lines(summary):
     logging.info('%s', line)
-  tmp = os.path.join(save_path, 'summary.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(summary, f, indent=2)
-  os.replace(tmp, os.path.join(save_path, 'summary.json'))
+  summary = analysis.strict_json(summary)
+  writers.write_atomically(os.path.join(save_path, 'summary.json'), lambda tmp: _write_text(
+      tmp, json.dumps(summary, indent=2, allow_nan=False) + '\n'))
   return summary

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Self
 
 from absl import logging
 
 TRAIN_COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'move_width',
                  'learning_rate', 'rejected', 'wall_time')
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+  """write(tmp) fills `path`.tmp, which is flushed to the disk and renamed to `path`: a
+  file is whole or untouched, and a failed write (e.g. a full disk) removes its
+  temporary file before the error goes on."""
+  tmp = path + '.tmp'
+  try:
+    write(tmp)
+    with open(tmp, 'rb+') as f:
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
 
 
 def truncate_csv(path: str, step: int) -> dict[str, list[float]]:
@@ -30,12 +47,10 @@ def truncate_csv(path: str, step: int) -> dict[str, list[float]]:
   header, body = rows[0], rows[1:]
   kept = [r for r in body if r and int(r[0]) < step]
   if len(kept) != len(body):
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-      csv.writer(f).writerows([header] + kept)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+      with open(tmp, 'w', newline='') as f:
+        csv.writer(f).writerows([header] + kept)
+    write_atomically(path, write)
   return {name: [float(r[i]) for r in kept] for i, name in enumerate(header)}
 
 

@@ -1,0 +1,142 @@
+"""Soak test: kill -9 a tiny run at random moments, rerun the same command, and check that
+what it finally writes is identical to an uninterrupted run's.
+
+  python scripts/soak.py --kills 50 --out /tmp/vmc-soak
+
+First an uninterrupted reference run (timed). Then series of attempts in fresh folders:
+each attempt runs the same command and is killed with SIGKILL after a random delay drawn
+uniformly from [0, reference wall time], so kills land in start-up, the SCF, pretraining,
+burn-in, training, checkpoint writes and the summary; a series ends when an attempt
+finishes, and its outputs are compared with the reference's. Series go on until
+--kills kills were made. Compared: every column of train_stats.csv and
+pretrain_stats.csv but wall_time, every array of the final checkpoint, and summary.json
+(but wall_time). Prints one line per attempt and a verdict; exit 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+RUN = ['--config.system.atom=Li', '--config.batch_size=64',
+       '--config.network.determinants=2',
+       '--config.network.ferminet.hidden_dims=((16, 4), (16, 4))', '--config.mcmc.steps=5',
+       '--config.mcmc.burn_in=40', '--config.pretrain.iterations=40',
+       '--config.optim.iterations=150', '--config.log.save_frequency=0.02',
+       '--config.log.print_every_seconds=1', '--config.debug.deterministic=True']
+
+
+def _command(save_path: str) -> list[str]:
+  return [sys.executable, '-m', 'vmc'] + RUN + [f'--config.log.save_path={save_path}']
+
+
+def _phase(log_path: str) -> str:
+  """The phase an attempt was in when it was killed, from its last log lines."""
+  with open(log_path, errors='replace') as f:
+    text = f.read()
+  marks = [('summary', 'energy over the last'), ('training', '] step '),
+           ('training', '] burn-in: '), ('burn-in', '] pretraining: '),
+           ('burn-in', 'burn-in follows'), ('pretraining', '] pretrain '),
+           ('pretraining', '] seed ')]
+  for name, mark in marks:
+    if mark in text:
+      return name
+  return 'start-up or SCF'
+
+
+def _csv(path: str) -> dict[str, np.ndarray]:
+  with open(path) as f:
+    header = f.readline().strip().split(',')
+    rows = [line.strip().split(',') for line in f if line.strip()]
+  data = np.array(rows, dtype=np.float64).reshape(-1, len(header))
+  return {k: data[:, i] for i, k in enumerate(header) if k != 'wall_time'}
+
+
+def _differences(reference: str, run: str) -> list[str]:
+  out = []
+  for name in ('train_stats.csv', 'pretrain_stats.csv'):
+    a, b = _csv(os.path.join(reference, name)), _csv(os.path.join(run, name))
+    for k in a:
+      if k not in b or a[k].shape != b[k].shape or not np.array_equal(a[k], b[k]):
+        out.append(f'{name}:{k}')
+  ckpts = [sorted(f for f in os.listdir(d) if f.startswith('ckpt_') and f.endswith('.npz'))[-1]
+           for d in (reference, run)]
+  if ckpts[0] != ckpts[1]:
+    out.append(f'final checkpoint {ckpts[0]} vs {ckpts[1]}')
+  else:
+    with np.load(os.path.join(reference, ckpts[0])) as x, np.load(os.path.join(run, ckpts[1])) as y:
+      out += [f'{ckpts[0]}:{k}' for k in x.files
+              if k != 'header' and not np.array_equal(x[k], y[k])]
+  summaries = []
+  for d in (reference, run):
+    with open(os.path.join(d, 'summary.json')) as f:
+      summaries.append({k: v for k, v in json.load(f).items() if k != 'wall_time'})
+  if summaries[0] != summaries[1]:
+    out.append('summary.json')
+  return out
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--kills', type=int, default=50)
+  parser.add_argument('--out', default='/tmp/vmc-soak')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args()
+  rng = random.Random(args.seed)
+  shutil.rmtree(args.out, ignore_errors=True)
+  os.makedirs(args.out)
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  reference = os.path.join(args.out, 'reference')
+  t0 = time.time()
+  with open(os.path.join(args.out, 'reference.log'), 'w') as log:
+    subprocess.run(_command(reference), env=env, stderr=log, check=True)
+  duration = time.time() - t0
+  print(f'reference run: {duration:.1f} s', flush=True)
+  kills, series, attempts, failures = 0, 0, 0, 0
+  phases: dict[str, int] = {}
+  while kills < args.kills:
+    series += 1
+    folder = os.path.join(args.out, f'series_{series:03d}')
+    while True:
+      attempts += 1
+      log_path = os.path.join(args.out, f'attempt_{attempts:04d}.log')
+      delay = rng.uniform(0.0, duration)
+      with open(log_path, 'w') as log:
+        proc = subprocess.Popen(_command(folder), env=env, stderr=log)
+        try:
+          code = proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+          proc.kill()
+          proc.wait()
+          code = None
+      if code is None:
+        kills += 1
+        phase = _phase(log_path)
+        phases[phase] = phases.get(phase, 0) + 1
+        print(f'series {series} attempt {attempts}: killed after {delay:.1f} s in {phase} '
+              f'(kill {kills})', flush=True)
+        continue
+      if code != 0:
+        print(f'series {series} attempt {attempts}: exit {code}; see {log_path}', flush=True)
+        return 1
+      differences = _differences(reference, folder)
+      failures += bool(differences)
+      print(f'series {series} finished after {attempts} attempts: '
+            f'{"identical to the reference" if not differences else differences}',
+            flush=True)
+      break
+  print(f'{kills} kills in {series} series ({attempts} attempts); kills by phase: '
+        f'{json.dumps(phases)}; series that differ from the reference: {failures}')
+  return 1 if failures else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
