@@ -105,7 +105,8 @@ def test_too_many_bad_steps_stop_the_run_with_the_checkpoint_intact(
   monkeypatch.setattr(hamiltonian, 'make_local_energy',
                       lambda *a, **k: (lambda p, x: real(*a, **k)(p, x) * jnp.nan))
   cfg = _cfg(make_tiny_config, tmp_path, 20, **{'debug.max_bad_steps': 3})
-  with pytest.raises(train.RunAborted, match='3 non-finite steps in a row'):
+  with pytest.raises(train.RunAborted, match='3 non-finite steps in a row at step 5; stopped. No '
+                     'step of this run was accepted: the fault is in the state restored from'):
     train.run(config_lib.resolve(cfg))
   assert open(ckpt, 'rb').read() == before
   stats = analysis.read_stats(str(tmp_path))

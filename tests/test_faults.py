@@ -47,16 +47,33 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_a_dead_ones_lock_is_take
                        f'{os.getpid()} on '):
       _run(_cfg(make_tiny_config, out, 4))
     assert _files(out) == before | {runfolder.LOCK_NAME: _files(out)[runfolder.LOCK_NAME]}
-  # A lock file left by a process that died (kill -9) is not locked: the run goes on.
-  (out / runfolder.LOCK_NAME).write_text('process 999999 on elsewhere (since long ago)')
+  # Another process takes the lock (and holds it: refused), then dies by kill -9: the
+  # kernel frees its lock, and the run goes on.
+  holder = subprocess.Popen([sys.executable, '-c', _HOLD_LOCK, str(out / runfolder.LOCK_NAME)],
+                            stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == 'locked'
+  with pytest.raises(ConfigError, match=f'is in use by process {holder.pid} on '):
+    _run(_cfg(make_tiny_config, out, 4))
+  holder.kill()
+  holder.wait()
+  assert 'process' in (out / runfolder.LOCK_NAME).read_text()  # its text is still there
   assert _run(_cfg(make_tiny_config, out, 4)).steps == 4
+
+
+_HOLD_LOCK = """import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.write(fd, f'process {os.getpid()} on a test host'.encode())
+print('locked', flush=True)
+time.sleep(600)"""
 
 
 def test_a_folder_that_cannot_be_used_is_a_one_line_error(tmp_path, make_tiny_config):
   (tmp_path / 'afile').write_text('data')
   with pytest.raises(ConfigError, match='is a file, not a folder'):
     _run(_cfg(make_tiny_config, tmp_path / 'afile', 2))
-  with pytest.raises(ConfigError, match='cannot be written'):
+  with pytest.raises(ConfigError, match='cannot be created'):
     _run(_cfg(make_tiny_config, '/proc/vmc-run', 2))
   assert (tmp_path / 'afile').read_text() == 'data'
 
@@ -147,9 +164,10 @@ def test_runs_whose_steps_are_all_rejected_end_non_zero_and_name_the_phase(
   monkeypatch.setattr(hamiltonian, 'make_local_energy',
                       lambda *a, **k: (lambda p, x: real(*a, **k)(p, x) * jnp.nan))
   cfg = _cfg(make_tiny_config, tmp_path, 3)
-  with pytest.raises(RunAborted, match='none of the 3 steps of this run was accepted .* '
-                     'from its fresh initialization: .* the newest checkpoint is '
-                     rf'{tmp_path}/ckpt_000000.npz \(step 0\)'):
+  with pytest.raises(RunAborted, match='none of the 3 steps of this run was accepted .* the '
+                     r'fault is in the fresh initialization \(.*\); the newest checkpoint is '
+                     rf'{tmp_path}/ckpt_000000.npz \(step 0\) and holds that state: start '
+                     'again with a new log.save_path'):
     _run(cfg)
   assert not (tmp_path / 'summary.json').exists()
   assert [s for s, _ in checkpoint.list_checkpoints(str(tmp_path))] == [0]
@@ -260,3 +278,15 @@ def test_a_full_disk_ends_in_one_line_and_leaves_the_checkpoints_whole(
   # With space again, the same command continues from step 3.
   assert _run(_cfg(make_tiny_config, out, 6, **{'pretrain.method': 'none'})).steps == 6
   np.testing.assert_array_equal(analysis.read_stats(str(out))['step'], np.arange(6))
+
+
+def test_a_statistics_row_cut_short_is_dropped_on_resume(tmp_path):
+  from vmc import writers
+  path = tmp_path / 'train_stats.csv'
+  path.write_text('step,energy,wall_time\n0,-1.5,0.1\n1,-1.6,0.2\n2,-1.7,0.3\n1\x00\x00')
+  kept = writers.truncate_csv(str(path), 5)  # a checkpoint past the damage
+  assert kept == {'step': [0.0, 1.0, 2.0], 'energy': [-1.5, -1.6, -1.7],
+                  'wall_time': [0.1, 0.2, 0.3]}
+  assert path.read_text() == 'step,energy,wall_time\n0,-1.5,0.1\n1,-1.6,0.2\n2,-1.7,0.3\n'
+  assert writers.truncate_csv(str(path), 2)['step'] == [0.0, 1.0]
+  assert not list(tmp_path.glob('*.tmp'))

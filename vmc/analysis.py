@@ -119,6 +119,8 @@ def summarize_run(run_dir: str, window: float | None = None) -> dict:
   last 20% of training), and the error against the reference energy if there is one.
   {} when no iteration is written yet."""
   name = stats_file(run_dir)
+  if not os.path.exists(os.path.join(run_dir, name)):
+    return {}
   stats = read_stats(run_dir, name)
   if not len(stats.get('energy', [])):
     return {}

@@ -134,7 +134,9 @@ def load(path: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
                 'comes from a different network or system')
           restored.append(arr)
         out[name] = jax.tree_util.tree_unflatten(treedef, restored)
-  except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
+  except (EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
+    # Format errors only: an OSError (EIO, ESTALE on a network filesystem) may pass, and
+    # must not make a good checkpoint look corrupt.
     if isinstance(e, CheckpointError):
       raise
     raise CorruptCheckpoint(f'{path} is unreadable ({type(e).__name__}: {e})') from None
@@ -147,26 +149,26 @@ def _matches(data: Any, stored: list[str], leaves: list) -> bool:
 
 
 def load_latest(directory: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
-                optional: tuple[str, ...] = (),
-                set_aside: bool = False) -> tuple[dict[str, Any], dict[str, Any], str]:
-  """Loads the newest readable checkpoint, falling back past corrupt ones (renamed to
-  `*.npz.corrupt` with set_aside, so that pruning never keeps them instead of good ones).
+                optional: tuple[str, ...] = ()
+                ) -> tuple[dict[str, Any], dict[str, Any], str, list[str]]:
+  """Loads the newest readable checkpoint, falling back past corrupt ones.
 
-  Returns (header, fields, path). Raises CheckpointError if none is readable; a checkpoint
-  that is readable but incompatible with the templates is not skipped (it would be again).
+  Returns (header, fields, path, the newer unreadable checkpoints skipped). Raises
+  CheckpointError if none is readable; a checkpoint that is readable but incompatible
+  with the templates is not skipped (it would be again).
   """
   found = list_checkpoints(directory)
   if not found:
     raise CheckpointError(f'{directory} holds no ckpt_*.npz')
+  corrupt = []
   for _, path in reversed(found):
     try:
       header, fields = load(path, templates, resizable, optional)
-      return header, fields, path
     except CorruptCheckpoint as e:
-      logging.warning('checkpoint %s is unreadable (%s); trying the previous one%s', path, e,
-                      f' (kept as {os.path.basename(path)}.corrupt)' if set_aside else '')
-      if set_aside:
-        os.replace(path, path + '.corrupt')
+      logging.warning('%s; trying the previous checkpoint', e)
+      corrupt.append(path)
+      continue
+    return header, fields, path, corrupt
   raise CheckpointError(f'no readable checkpoint in {directory}')
 
 
@@ -198,9 +200,11 @@ def save_state(directory: str, state: TrainState, config_json: str, keep: int,
   the newest `keep` (a collective: every process must call it). Returns its path."""
   fields = state_fields(state)
   step = int(fields['step'])
-  if parallel.is_main():
+
+  def write() -> None:
     save(directory, step, fields, config_json, burned_in)
     prune(directory, keep)
+  parallel.on_main(write)  # a failed write stops every process, not process 0 alone
   return path_for(directory, step)
 
 
@@ -253,9 +257,10 @@ def restore(path: str, template: TrainState, batch_size: int, resume: bool,
   """
   templates = state_fields(template, gather=False)
   optional = () if resume else ('opt_state',)
+  skipped: list[str] = []
   try:
     if os.path.isdir(path):
-      header, fields, path = load_latest(path, templates, RESIZABLE, optional, resume)
+      header, fields, path, skipped = load_latest(path, templates, RESIZABLE, optional)
     elif os.path.isfile(path):
       header, fields = load(path, templates, RESIZABLE, optional)
     else:
@@ -274,6 +279,10 @@ def restore(path: str, template: TrainState, batch_size: int, resume: bool,
   if moved:
     logging.warning('log.restore_path %s is a checkpoint of %s: its parameters and walkers '
                     'are a warm start, and a burn-in follows', path, moved)
+  for bad in skipped if resume else []:
+    # Renamed, so that pruning never keeps them in place of good ones.
+    os.replace(bad, bad + '.corrupt')
+    logging.warning('%s set aside as %s.corrupt', bad, os.path.basename(bad))
   burned_in = bool(header.get('burned_in', True))
   if not burned_in:
     notes.append('saved after pretraining, before the burn-in: burn-in follows')
@@ -290,7 +299,8 @@ def _system_change(header: dict[str, Any], system: systems.System) -> str | None
   except (ConfigError, KeyError, TypeError, ValueError):
     return None  # a config of another vmc version: nothing to compare with
   label, here = systems.describe(theirs), systems.describe(system)
-  if label != here or [a.symbol for a in theirs.atoms] != [a.symbol for a in system.atoms]:
+  if theirs.electrons != system.electrons or (
+      [a.symbol for a in theirs.atoms] != [a.symbol for a in system.atoms]):
     return f'{label}, not {here}'
   shift = float(np.max(np.abs(theirs.positions - system.positions)))
   return f'{label} at another geometry (nuclei moved by up to {shift:.4g} bohr)' if (

@@ -115,10 +115,21 @@ def _parse_flags(argv: list[str]) -> list[str]:
           'in vmc/config.py)', file=sys.stderr)
     sys.exit(2)
   except Exception as e:  # noqa: BLE001  (a config file is user code: any error is possible)
-    where = traceback.extract_tb(e.__traceback__)[-1]
     print(f'vmc: error: the config file raised {type(e).__name__}: {_one_line(str(e))} '
-          f'(at {where.filename}:{where.lineno}); fix the config file', file=sys.stderr)
+          f'(at {_user_frame(e)}); fix the config file', file=sys.stderr)
     sys.exit(2)
+
+
+def _user_frame(error: Exception) -> str:
+  """file:line of the error in the user's code: the innermost frame outside Python's and
+  the libraries' own files (a SyntaxError names its place itself)."""
+  if isinstance(error, SyntaxError):
+    return f'{error.filename}:{error.lineno}'
+  frames = traceback.extract_tb(error.__traceback__)
+  ours = [f for f in frames if not f.filename.startswith('<') and
+          'site-packages' not in f.filename and 'importlib' not in f.filename]
+  where = (ours or frames)[-1]
+  return f'{where.filename}:{where.lineno}'
 
 
 def _quiet_libraries(record: pylogging.LogRecord) -> bool:

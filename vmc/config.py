@@ -270,8 +270,8 @@ def _widths(value: Any, key: str) -> tuple[int, ...]:
   """A non-empty list of positive integer layer widths."""
   try:
     ok = len(value) > 0 and all(
-        not isinstance(w, bool) and float(w) == int(w) and w > 0 for w in value)
-  except (TypeError, ValueError):
+        not isinstance(w, bool) and float(w) == int(w) and 0 < w <= MAX_INT for w in value)
+  except (TypeError, ValueError, OverflowError):
     ok = False
   if not ok:
     raise ConfigError(f'{key}={value!r} must be a list of positive integer widths, e.g. '

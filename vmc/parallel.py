@@ -229,7 +229,8 @@ def share(obj: Any) -> Any:
 def on_main(fn: Callable[[], Any]) -> Any:
   """Runs fn (file reads, SCF, ...) on process 0 only; every process gets its result.
 
-  A ConfigError raised by fn is raised on every process, so that all stop together.
+  A ConfigError or OSError raised by fn is raised on every process, so that all stop
+  together (an OSError is then one line with what is safe on disk: vmc.train.run).
   """
   if process_count() == 1:
     return fn()
@@ -239,7 +240,11 @@ def on_main(fn: Callable[[], Any]) -> Any:
       outcome = ('ok', fn())
     except ConfigError as e:
       outcome = ('error', str(e))
+    except OSError as e:
+      outcome = ('oserror', (e.errno, e.strerror or str(e), e.filename))
   kind, value = share(outcome)
   if kind == 'error':
     raise ConfigError(value)
+  if kind == 'oserror':
+    raise OSError(*value)
   return value

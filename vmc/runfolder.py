@@ -6,7 +6,7 @@ ends in any way, kill -9 included, so a lock left by a dead process is stale by
 construction and the next run simply takes it; the file's text (host, pid, start time)
 only serves the error message of a second run that finds the lock held. Linux emulates
 flock over NFS with byte-range locks, so the lock also holds across the nodes of a
-cluster that share the folder.
+cluster that share the folder; on a filesystem without locks the run warns and goes on.
 
 A folder that the lock created and that nothing else was written into is removed again
 when the run ends (e.g. on a failed SCF), so a run that fails before its first output
@@ -15,7 +15,9 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import fcntl
 import glob
 import os
@@ -49,37 +51,72 @@ class RunFolderLock:
     self._created = not os.path.exists(path)
     try:
       os.makedirs(path, exist_ok=True)
-      fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-      raise ConfigError(f'log.save_path={path} cannot be written ({e.strerror}); give a '
+      raise ConfigError(f'log.save_path={path} cannot be created ({e.strerror}); give a '
                         'writable folder') from None
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      holder = os.read(fd, 500).decode(errors='replace').strip() or 'another process'
-      os.close(fd)
-      raise ConfigError(f'log.save_path={path} is in use by {holder}; wait for that run to '
-                        'end or give another log.save_path') from None
-    self._fd = fd
+    self._fd = _lock(path)
     stamp = datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f'process {os.getpid()} on {socket.gethostname()} (since {stamp})'
-              .encode(), 0)
-    remove_temporary_files(path)
+    with contextlib.suppress(OSError):  # the holder's name only serves messages
+      os.ftruncate(self._fd, 0)
+      os.pwrite(self._fd, f'process {os.getpid()} on {socket.gethostname()} (since {stamp})'
+                .encode(), 0)
+    try:
+      remove_temporary_files(path)
+    except OSError as e:
+      logging.warning('could not remove temporary files in %s (%s)', path, e.strerror)
     return self
 
   def __exit__(self, *exc: object) -> None:
     if self._fd is None:
       return
-    lock_file = os.path.join(self.save_path, LOCK_NAME)
-    if self._created and os.listdir(self.save_path) == [LOCK_NAME]:
-      os.remove(lock_file)  # nothing else was written: leave no trace
-      os.rmdir(self.save_path)
-    else:
-      os.ftruncate(self._fd, 0)
-    fcntl.flock(self._fd, fcntl.LOCK_UN)
-    os.close(self._fd)
-    self._fd = None
+    try:
+      with contextlib.suppress(OSError):
+        if self._created and os.listdir(self.save_path) == [LOCK_NAME]:
+          os.remove(os.path.join(self.save_path, LOCK_NAME))  # nothing else was written
+          os.rmdir(self.save_path)
+        else:
+          os.ftruncate(self._fd, 0)
+    finally:
+      os.close(self._fd)  # releases the lock
+      self._fd = None
+
+
+# flock errors that mean "this filesystem has no locks" (e.g. Lustre mounted noflock).
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def _lock(path: str) -> int:
+  """An open descriptor of path/LOCK_NAME holding its exclusive flock."""
+  lock_file = os.path.join(path, LOCK_NAME)
+  for _ in range(10):
+    try:
+      fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise ConfigError(f'log.save_path={path} cannot be written ({e.strerror}); give a '
+                        'writable folder') from None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.read(fd, 500).decode(errors='replace').strip() or 'another process'
+      os.close(fd)
+      raise ConfigError(f'log.save_path={path} is in use by {holder}; wait for that run to '
+                        'end or give another log.save_path') from None
+    except OSError as e:
+      if e.errno not in _NO_LOCKS:
+        os.close(fd)
+        raise ConfigError(f'log.save_path={path} cannot be locked ({e.strerror}); give '
+                          'another log.save_path') from None
+      logging.warning('cannot lock %s (%s): running without the lock; make sure that no '
+                      'other run uses this folder', path, e.strerror)
+      return fd
+    try:  # the file locked must still be the one at its name (not removed meanwhile)
+      if os.fstat(fd).st_ino == os.stat(lock_file).st_ino:
+        return fd
+    except FileNotFoundError:
+      pass
+    os.close(fd)
+  raise ConfigError(f'log.save_path={path}: its lock file keeps changing; is another run '
+                    'starting there? Give another log.save_path')
 
 
 def remove_temporary_files(path: str) -> list[str]:
@@ -87,7 +124,8 @@ def remove_temporary_files(path: str) -> list[str]:
   targets are whole: a write reaches its real name only by rename). Needs the lock."""
   stray = sorted(glob.glob(os.path.join(path, '*.tmp')))
   for name in stray:
-    os.remove(name)
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(name)
   if stray:
     logging.warning('removed %d temporary file(s) of an interrupted write: %s', len(stray),
                     ', '.join(os.path.basename(s) for s in stray))

@@ -6,11 +6,15 @@
     state, stats = model.iteration.step(state)     compiled: sample, update, NaN guard
     write stats, print progress, checkpoint on schedule, stop on a signal
 
-SIGTERM and SIGINT are honoured from the start: before anything is written the run just
-stops; during the SCF, pretraining or burn-in it stops after the current piece of work
-and says what the next run will redo; during training it checkpoints and stops.
-Everything that can fail on bad input (config, checkpoints, basis, SCF) runs before
-anything is written. Process 0 alone reads and writes files.
+The run holds its folder's lock (vmc.runfolder) throughout, and saves its work at the end
+of every phase (SCF, pretraining, burn-in) and then on schedule, so that the same command
+always continues. SIGTERM and SIGINT are honoured from the start: before anything is
+written the run just stops; during the SCF, pretraining or burn-in it stops after the
+current piece of work and says what the next run will redo; during training it
+checkpoints and stops. Everything that can fail on bad input (config, checkpoints, basis,
+SCF) runs before anything is written; a file operation that fails later (a full disk)
+ends the run with one line saying what is safe on disk. Process 0 alone reads and writes
+files.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -336,36 +340,57 @@ def _progress_text(row: dict) -> str:
 def _blame(spec: Spec, accepted: int, start: _Start, save_path: str) -> str:
   """For a run stopped by non-finite steps: the phase at fault, its fix, and the newest
   checkpoint (the loop writes checkpoints only after accepted steps)."""
-  last = checkpoint.list_checkpoints(save_path) if parallel.is_main() else []
-  where = (f'the newest checkpoint is {last[-1][1]} (step {last[-1][0]})' if last else
+  found = parallel.on_main(lambda: checkpoint.list_checkpoints(save_path))
+  where = (f'the newest checkpoint is {found[-1][1]} (step {found[-1][0]})' if found else
            'no checkpoint was written')
   if accepted:
-    cause = ('the optimization diverged: lower optim.lr.rate' +
-             (' or raise optim.kfac.damping' if spec.optim.optimizer == 'kfac' else ''))
-  elif start.hf is not None:
-    cause = ('no step of this run was accepted, so the pretrained wavefunction is at fault: '
-             "rerun with more pretrain.iterations, another debug.seed or pretrain.method='none'")
+    fix = 'lower optim.lr.rate' + (' or raise optim.kfac.damping'
+                                   if spec.optim.optimizer == 'kfac' else '')
+    return (f'The optimization diverged: {fix}; {where}, and the same command with the '
+            'changed setting continues from it')
+  if start.hf is not None:
+    origin = ('the pretrained wavefunction (more pretrain.iterations, another debug.seed '
+              "or pretrain.method='none' may help)")
   elif start.restored is not None:
-    cause = (f'no step of this run was accepted, so the state restored from '
-             f'{start.restored.path} is at fault: restore an earlier checkpoint')
+    origin = f'the state restored from {start.restored.path} (restore another checkpoint)'
   else:
-    cause = ('no step of this run was accepted from its fresh initialization: try another '
-             'debug.seed or a smaller network')
-  return f'{cause}; {where}, and the same command continues from it'
+    origin = 'the fresh initialization (another debug.seed or a smaller network may help)'
+  return (f'the fault is in {origin}; {where} and holds that state: start again with a new '
+          'log.save_path')
 
 
-def _warn_if_stats_lost(previous: dict[str, list[float]], step: int, name: str,
+def _warn_if_stats_lost(spec: Spec, previous: dict[str, list[float]], step: int,
                         start: _Start) -> None:
-  """A resumed run whose statistics file lacks the rows before its checkpoint says so."""
-  if not start.resumed or step == 0:
-    return
+  """A resumed run whose statistics file lacks the rows before its checkpoint says so
+  (a run started from log.restore_path has no rows before its first step)."""
   steps = previous.get('step', [])
   last = int(steps[-1]) if len(steps) else None
+  if not start.resumed or step == 0 or (last is None and spec.log.restore_path):
+    return
   if last != step - 1:
     logging.warning('%s holds %s, but the checkpoint is at step %d: the statistics of the '
                     'steps between are lost (the file was deleted or cut); new rows '
-                    'continue at step %d', name,
+                    'continue at step %d', stats_name(spec),
                     f'steps up to {last}' if last is not None else 'no rows', step, step)
+
+
+def _open_stats(spec: Spec, save_path: str, step: int, start: _Start,
+                obs: observables.Observables | None) -> tuple[observables.ArrayStore, _Rows]:
+  """The statistics so far, cut back to the checkpoint's step (later rows would be
+  written again); a summary.json of an earlier end is removed if the run goes on."""
+  stats_path = os.path.join(save_path, stats_name(spec))
+  store = observables.ArrayStore(os.path.join(save_path, 'observables.h5'),
+                                 obs.arrays if obs else (), obs.attrs if obs else {},
+                                 step, enabled=parallel.is_main())
+
+  def cut() -> dict[str, list[float]]:
+    if step < spec.optim.iterations:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(save_path, 'summary.json'))
+    return writers.truncate_csv(stats_path, step)
+  previous = parallel.on_main(cut)
+  _warn_if_stats_lost(spec, previous, step, start)
+  return store, _Rows(spec, previous)
 
 
 def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
@@ -375,22 +400,15 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
   main = parallel.is_main()
   step = int(parallel.first(state.step))
   total = spec.optim.iterations
-  stats_path = os.path.join(save_path, stats_name(spec))
-  store = observables.ArrayStore(os.path.join(save_path, 'observables.h5'),
-                                 obs.arrays if obs else (), obs.attrs if obs else {},
-                                 step, enabled=main)
-  # Rows past the checkpoint would be written again: drop them, keep all earlier ones.
-  previous = parallel.on_main(lambda: writers.truncate_csv(stats_path, step))
-  _warn_if_stats_lost(previous, step, stats_name(spec), start)
-  rows = _Rows(spec, previous)
+  store, rows = _open_stats(spec, save_path, step, start, obs)
   if step >= total:
     logging.info('the run in %s is complete at step %d; raise optim.iterations to continue',
                  save_path, step)
-    if main and not os.path.exists(os.path.join(save_path, 'summary.json')):
-      write_summary(save_path)  # the run stopped between its last checkpoint and summary
+    parallel.on_main(lambda: _summary_if_missing(save_path))  # killed before writing it
     return RunResult(save_path, step, np.asarray(rows.energies), state)
   progress = writers.Progress(total, spec.log.print_every_seconds)
   last_save, bad_in_a_row, accepted, stopped = time.monotonic(), 0, 0, False
+  stats_path = os.path.join(save_path, stats_name(spec))
   with writers.CsvWriter(stats_path, stats_columns(obs), enabled=main) as csv_out:
     for t in range(step, total):
       state, stats = model.iteration.step(state)
@@ -400,7 +418,7 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
         values = parallel.first(obs.evaluate(state.params, state.mcmc.x))
         row.update(observables.row_values(values))
         store.append(t, values)
-      csv_out.write(row)
+      failed = _try(lambda: csv_out.write(row))  # noqa: B023 (called at once)
       # The same on every process: the statistics are all-reduced.
       bad_in_a_row = bad_in_a_row + 1 if row['rejected'] else 0
       accepted += not row['rejected']
@@ -410,43 +428,68 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
         if bad_in_a_row >= spec.debug.max_bad_steps:
           csv_out.close()
           raise RunAborted(f'{bad_in_a_row} non-finite steps in a row at step {t}; stopped. '
+                           + ('' if accepted else 'No step of this run was accepted: ')
                            + _blame(spec, accepted, start, save_path))
       progress.update(t, _progress_text(row))
-      # Every process takes the same decisions: a signal or a due checkpoint on any one
-      # of them counts for all.
-      stopped, save_due = parallel.any_process(
+      # Every process takes the same decisions: a signal, a due checkpoint or a failed
+      # write on any one of them counts for all.
+      stopped, save_due, write_failed = parallel.any_process(
           [signals.signum is not None,
-           time.monotonic() - last_save > spec.log.save_frequency * 60.0])
+           time.monotonic() - last_save > spec.log.save_frequency * 60.0, failed is not None])
+      if write_failed:
+        raise failed or OSError(None, 'process 0 could not write', stats_path)
       if stopped:
         break
       if save_due and step < total and not bad_in_a_row:
         csv_out.flush()
         _save(spec, save_path, state, store)
         last_save = time.monotonic()
+  return _finish(spec, save_path, state, store, start, rows, accepted, stopped, signals)
+
+
+def _summary_if_missing(save_path: str) -> None:
+  if not os.path.exists(os.path.join(save_path, 'summary.json')):
+    write_summary(save_path)
+
+
+def _try(write: Callable[[], None]) -> OSError | None:
+  """The OSError of write(), if any (so that all processes can stop together)."""
+  try:
+    write()
+  except OSError as e:
+    return e
+  return None
+
+
+def _finish(spec: Spec, save_path: str, state: TrainState, store: observables.ArrayStore,
+            start: _Start, rows: _Rows, accepted: int, stopped: bool,
+            signals: _SignalFlag) -> RunResult:
+  """The end of the loop: the last checkpoint, then the summary of a finished run."""
+  step, total = int(parallel.first(state.step)), spec.optim.iterations
   if not accepted and not stopped:
     raise RunAborted(f'none of the {step - int(parallel.first(start.state.step))} steps of '
                      'this run was accepted (non-finite energies or parameters), so none was '
-                     f'checkpointed. {_blame(spec, 0, start, save_path)}')
+                     f'checkpointed: {_blame(spec, 0, start, save_path)}')
   path = _save(spec, save_path, state, store)
   if stopped and step < total:
     logging.warning('stopped by %s after step %d of %d; checkpoint %s. Run the same command '
                     'again to continue.', signals.cause(), step, total, path)
     return RunResult(save_path, step, np.asarray(rows.energies), state)
-  if main:
-    logging.info('checkpoint %s', path)
-    summary = write_summary(save_path)
-    if summary and summary.get('energy') is None:
-      raise RunAborted(f'the run ended at step {step} but its energy estimate is not finite '
-                       '(the last iterations were all rejected); summary.json holds null. '
-                       'See the rejected column of the statistics')
+  logging.info('checkpoint %s', path)
+  summary = parallel.on_main(lambda: write_summary(save_path))
+  if summary and summary.get('energy') is None:
+    raise RunAborted(f'the run ended at step {step} but its energy estimate is not finite '
+                     '(the last iterations were all rejected); summary.json holds null. '
+                     'See the rejected column of the statistics')
   return RunResult(save_path, step, np.asarray(rows.energies), state)
 
 
 def _save(spec: Spec, save_path: str, state: TrainState,
           store: observables.ArrayStore | None = None, burned_in: bool = True) -> str:
-  """Checkpoint of all processes' state (a collective), observable arrays first."""
-  if parallel.is_main() and store is not None:
-    store.save()  # first: the arrays then cover at least the checkpoint's steps
+  """Checkpoint of all processes' state (a collective), observable arrays first (so that
+  they cover at least the checkpoint's steps)."""
+  if store is not None:
+    parallel.on_main(store.save)
   return checkpoint.save_state(save_path, state, spec.config_json, spec.log.keep, burned_in)
 
 

@@ -26,9 +26,11 @@ def write_atomically(path: str, write: Callable[[str], None]) -> None:
     with open(tmp, 'rb+') as f:
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     with contextlib.suppress(OSError):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.filename is None:
+      e.filename = tmp  # a write through a file object does not name its file
     raise
 
 
@@ -41,11 +43,16 @@ def truncate_csv(path: str, step: int) -> dict[str, list[float]]:
   if not os.path.exists(path):
     return {}
   with open(path, newline='') as f:
-    rows = list(csv.reader(f))
+    text = f.read()
+  rows = list(csv.reader(text.replace('\0', '').splitlines()))
   if not rows:
     return {}
   header, body = rows[0], rows[1:]
-  kept = [r for r in body if r and int(r[0]) < step]
+  kept = []
+  for r in body:  # up to the checkpoint's step, and to a damaged row (a write cut short)
+    if len(r) != len(header) or not r[0].isdigit() or int(r[0]) >= step:
+      break
+    kept.append(r)
   if len(kept) != len(body):
     def write(tmp: str) -> None:
       with open(tmp, 'w', newline='') as f:
