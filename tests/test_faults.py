@@ -290,3 +290,19 @@ def test_a_statistics_row_cut_short_is_dropped_on_resume(tmp_path):
   assert path.read_text() == 'step,energy,wall_time\n0,-1.5,0.1\n1,-1.6,0.2\n2,-1.7,0.3\n'
   assert writers.truncate_csv(str(path), 2)['step'] == [0.0, 1.0]
   assert not list(tmp_path.glob('*.tmp'))
+
+
+def test_a_failed_write_in_pretraining_ends_in_one_line(tmp_path, make_tiny_config,
+                                                        monkeypatch):
+  import errno
+  from vmc import writers
+
+  def no_space(self, row):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(writers.CsvWriter, 'write', no_space)
+  cfg = _cfg(make_tiny_config, tmp_path, 3, **{'pretrain.method': 'hf',
+                                                'pretrain.iterations': 5})
+  with pytest.raises(RunAborted, match='No space left on device; no checkpoint was written '
+                     'yet: the next run starts this one again'):
+    _run(cfg)
+  assert not list(tmp_path.glob('*.tmp')) and not checkpoint.list_checkpoints(str(tmp_path))

@@ -254,8 +254,11 @@ def run(state: TrainState, network: Network, hf: HartreeFock, spec: Spec, save_p
       key, sub = _split(key)
       params, opt_state, walkers, loss, pmove, used = step(params, opt_state, walkers, sub)
       loss, pmove, used = (float(v) for v in parallel.first((loss, pmove, used)))
-      out.write(dict(step=t, loss=loss, pmove=pmove, move_width=used,
-                     wall_time=time.time() - t_start))
+      failed = writers.attempt(out.write, dict(step=t, loss=loss, pmove=pmove,
+                                               move_width=used,
+                                               wall_time=time.time() - t_start))
+      if parallel.any_process([failed is not None])[0]:  # every process stops together
+        raise failed or OSError(None, 'process 0 could not write', path)
       progress.update(t, f'loss={loss:.3e}  pmove={pmove:.2f}  width={used:.3f}')
       if not np.isfinite(loss):
         raise RunAborted(f'pretraining loss is {loss} at iteration {t}: lower pretrain.lr, '

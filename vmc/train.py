@@ -27,7 +27,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -418,7 +418,7 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
         values = parallel.first(obs.evaluate(state.params, state.mcmc.x))
         row.update(observables.row_values(values))
         store.append(t, values)
-      failed = _try(lambda: csv_out.write(row))  # noqa: B023 (called at once)
+      failed = writers.attempt(csv_out.write, row)
       # The same on every process: the statistics are all-reduced.
       bad_in_a_row = bad_in_a_row + 1 if row['rejected'] else 0
       accepted += not row['rejected']
@@ -450,15 +450,6 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
 def _summary_if_missing(save_path: str) -> None:
   if not os.path.exists(os.path.join(save_path, 'summary.json')):
     write_summary(save_path)
-
-
-def _try(write: Callable[[], None]) -> OSError | None:
-  """The OSError of write(), if any (so that all processes can stop together)."""
-  try:
-    write()
-  except OSError as e:
-    return e
-  return None
 
 
 def _finish(spec: Spec, save_path: str, state: TrainState, store: observables.ArrayStore,

@@ -8,7 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Self
+from typing import Any, Self
 
 from absl import logging
 
@@ -32,6 +32,16 @@ def write_atomically(path: str, write: Callable[[str], None]) -> None:
     if isinstance(e, OSError) and e.filename is None:
       e.filename = tmp  # a write through a file object does not name its file
     raise
+
+
+def attempt(write: Callable[..., None], *args: Any) -> OSError | None:
+  """The OSError of write(*args), if any: returned, so that a caller can first tell the
+  other processes of a multi-process run (vmc.parallel.any_process), then raise it on all."""
+  try:
+    write(*args)
+  except OSError as e:
+    return e
+  return None
 
 
 def truncate_csv(path: str, step: int) -> dict[str, list[float]]:
