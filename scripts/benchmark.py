@@ -132,21 +132,27 @@ def run_case(case: dict) -> dict:
 
 
 def report(rows: list[dict]) -> str:
-  """Markdown: one line per (system, network), the methods side by side with their spread,
+  """Markdown: one line per (system, network, batch, optimizer), the Laplacian methods side
+  by side with their spread,
   speed-up over `loop`, peak memory; then, for series of distinct electron counts (e.g.
   He, Be, C, O, Ne), least-squares fits of log(s/iter) against log(electrons)."""
   groups = {}
   for r in rows:
-    groups.setdefault((r['system'], r['network'], r['batch']), {})[r['laplacian']] = r
+    key = (r['system'], r['network'], r['batch'], r.get('optimizer', 'kfac'))
+    groups.setdefault(key, {})[r['laplacian']] = r
   methods = [m for m in ('loop', 'forward', 'folx') if any(m in g for g in groups.values())]
-  head = ['system', 'electrons', 'network', 'params', 'batch']
+  head = ['system', 'electrons', 'network', 'params', 'batch', 'optimizer']
   faster = [m for m in methods if m != 'loop'] if 'loop' in methods else []
   head += [f'{m} s/iter' for m in methods] + [f'{m} speed-up' for m in faster]
   head += [f'{m} peak GB' for m in methods]
+  profiled = any('optimizer_s' in r for r in rows)
+  if profiled:  # --profile: where the seconds of an iteration go
+    head += ['sampling / local energy / optimizer s']
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  for (system, network, batch), g in groups.items():
+  for (system, network, batch, optimizer), g in groups.items():
     any_row = next(iter(g.values()))
-    cells = [system, str(any_row['electrons']), network, f'{any_row["params"]:,}', str(batch)]
+    cells = [system, str(any_row['electrons']), network, f'{any_row["params"]:,}', str(batch),
+             optimizer]
     for m in methods:
       r = g.get(m)
       cells.append(f'{r["s_per_iter"]:.4g} ({r["s_per_iter_min"]:.4g}–{r["s_per_iter_max"]:.4g})'
@@ -155,6 +161,9 @@ def report(rows: list[dict]) -> str:
       ok = m in g and 'loop' in g
       cells.append(f'{g["loop"]["s_per_iter"] / g[m]["s_per_iter"]:.2f}x' if ok else '')
     cells += [f'{g[m]["peak_memory_gb"]:.2f}' if m in g else '' for m in methods]
+    if profiled:
+      cells += ['; '.join(f'{m}: {r["mcmc_s"]:.3g} / {r["local_energy_s"]:.3g} / '
+                          f'{r["optimizer_s"]:.3g}' for m, r in g.items() if 'optimizer_s' in r)]
     lines.append('| ' + ' | '.join(cells) + ' |')
   by_series = {}
   for r in rows:
@@ -175,7 +184,7 @@ def main(argv=None):
   parser.add_argument('--system', default='He,Li,LiH,Be,N2')
   parser.add_argument('--network', default='small,default')
   parser.add_argument('--laplacian', default='loop,forward')
-  parser.add_argument('--optimizer', default='kfac')
+  parser.add_argument('--optimizer', default='kfac', help='comma-separated, e.g. kfac,spring')
   parser.add_argument('--batch_size', type=int, default=256)
   parser.add_argument('--iterations', type=int, default=10, help='timed, after compiling')
   parser.add_argument('--rounds', type=int, default=1, help='repeats of every case')
@@ -201,11 +210,11 @@ def main(argv=None):
   unknown = [n for n in args.network.split(',') if n not in NETWORKS]
   if unknown:
     parser.error(f'--network {",".join(unknown)}: unknown; use some of {", ".join(NETWORKS)}')
-  cases = [dict(system=s, network=n, laplacian=l, optimizer=args.optimizer,
+  cases = [dict(system=s, network=n, laplacian=l, optimizer=o,
                 batch_size=args.batch_size, iterations=args.iterations,
                 mcmc_steps=args.mcmc_steps, chunk=args.chunk, profile=args.profile)
            for s in args.system.split(',') for n in args.network.split(',')
-           for l in args.laplacian.split(',')]
+           for o in args.optimizer.split(',') for l in args.laplacian.split(',')]
   runs = [[] for _ in cases]
   for _ in range(args.rounds):
     for case, results in zip(cases, runs):

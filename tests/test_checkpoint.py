@@ -58,9 +58,11 @@ def test_restore_with_another_batch_size_resamples_walkers(tmp_path, make_tiny_c
     np.testing.assert_array_equal(analysis.read_stats(cfg.log.save_path)['step'], [3, 4])
 
 
-def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config):
-  """A local energy that is NaN whenever walker 0 lands in a thin slab of space."""
-  cfg = make_tiny_config('He', 'kfac')
+@pytest.mark.parametrize('optimizer', ['kfac', 'spring'])
+def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config, optimizer):
+  """A local energy that is NaN whenever walker 0 lands in a thin slab of space (SPRING's
+  direction, in its state, is rolled back with the parameters)."""
+  cfg = make_tiny_config('He', optimizer)
   spec = config_lib.resolve(cfg)
   model = iteration.build(spec)
   e_l = hamiltonian.make_local_energy(model.network.apply, spec.system)

@@ -75,3 +75,36 @@ def test_inspect_checkpoint_rejects_a_broken_file(tmp_path, capsys):
   bad.write_bytes(b'not a zip')
   assert inspect_checkpoint.main([str(bad)]) == 2
   assert 'not a readable vmc checkpoint' in capsys.readouterr().err
+
+
+def test_compare_optimizers_reports_thresholds_within_the_budget(tmp_path):
+  """Synthetic Li runs: E(t) = exact + 50 mHa exp(-t / 200) (+-0.1 mHa), 0.1 s per
+  iteration; a 60 s budget keeps 600 iterations of each."""
+  import compare_optimizers
+  from vmc import reference, systems, writers
+  exact = reference.lookup(systems.make_system(atom='Li')).energy
+  cfg = config_lib.default()
+  cfg.system.atom = 'Li'
+  t = np.arange(1000)
+  energy = exact + 0.05 * np.exp(-t / 200.0) + 1e-4 * (-1.0) ** t
+  for name, slower in (('Li_kfac', 1.0), ('Li_spring', 2.0)):
+    run = tmp_path / name
+    run.mkdir()
+    (run / 'config.json').write_text(cfg.to_json_best_effort())
+    with open(run / 'train_stats.csv', 'w') as f:
+      f.write(','.join(writers.TRAIN_COLUMNS) + '\n')
+      for i in t:
+        f.write(f'{i},{energy[i]},0,0,0.5,0.1,0.2,0.05,0,{0.1 * slower * (i + 1)}\n')
+  kfac = compare_optimizers.summarize(str(tmp_path / 'Li_kfac'), 60.0)
+  spring = compare_optimizers.summarize(str(tmp_path / 'Li_spring'), 60.0)
+  assert (kfac['iterations'], spring['iterations']) == (600, 300)
+  moving = np.convolve(energy - exact, np.ones(100) / 100, mode='valid')  # ends at t = 99..
+  for mha in (10, 5, 2, 1):
+    first = int(np.argmax(np.abs(moving) <= mha / 1000.0)) + 100
+    expected = [first, round(0.1 * first, 1)] if first <= 600 else None
+    assert kfac[f'to_{mha}mHa'] == expected, mha
+  assert spring['to_1mHa'] is None
+  assert kfac['final_error_mha'] == pytest.approx(1000 * np.mean(energy[480:600] - exact))
+  assert 0 < kfac['final_error_bar_mha'] < 1
+  table = compare_optimizers.report(str(tmp_path), 60.0)
+  assert '| Li | kfac | 0.100 | 600 |' in table and '| Li | spring | 0.200 | 300 |' in table

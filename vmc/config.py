@@ -79,7 +79,8 @@ def _system_and_network() -> dict:
 def _optim() -> dict:
   return {
     'optim': {
-        'optimizer': 'kfac',  # 'kfac', 'adam' or 'none' (sampling only)
+        # 'kfac', 'spring', 'minsr', 'adam' or 'none' (sampling only); docs/optimizers.md
+        'optimizer': 'kfac',
         'iterations': 100000,
         # Exact Laplacian: 'forward' (one forward pass: FermiNet's own, using its
         # sparsity; for the Psiformer the same as 'folx'), 'loop' (jvp of the gradient
@@ -104,6 +105,19 @@ def _optim() -> dict:
             'min_damping': 1.0e-4,
             'l2_reg': 0.0,
             'register_only_generic': False,
+        },
+        # Stochastic reconfiguration in kernel form (vmc/optimizers/sr.py): the step is
+        # O^T (O O^T + damping I)^-1 e, O the centred per-walker gradients of log|psi|.
+        'minsr': {
+            'damping': 0.001,
+            'norm_constraint': 0.001,  # bound on the squared Euclidean norm of a step
+            'chunk_size': 0,  # walkers per device whose gradients are taken together (0: all)
+        },
+        'spring': {  # MinSR with SPRING's momentum-like term (Goldshlager et al. 2024)
+            'damping': 0.001,
+            'norm_constraint': 0.001,
+            'chunk_size': 0,
+            'mu': 0.99,  # weight of the previous direction; 0 gives MinSR
         },
         'adam': {
             'b1': 0.9,
@@ -377,6 +391,18 @@ class KfacSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class MinsrSpec:
+  damping: float = _key(_number(0.0, low_open=True))
+  norm_constraint: float = _key(_number(0.0, low_open=True))
+  chunk_size: int = _key(_NON_NEGATIVE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpringSpec(MinsrSpec):
+  mu: float = _key(_FRACTION)
+
+
+@dataclasses.dataclass(frozen=True)
 class AdamSpec:
   b1: float = _key(_FRACTION)
   b2: float = _key(_FRACTION)
@@ -393,6 +419,8 @@ class OptimSpec:
                                           what=' (mean absolute deviations)'))
   lr: LearningRateSpec = _key(None)
   kfac: KfacSpec = _key(None)
+  minsr: MinsrSpec = _key(None)
+  spring: SpringSpec = _key(None)
   adam: AdamSpec = _key(None)
 
 

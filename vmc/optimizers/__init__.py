@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 _MODULES = {
     'kfac': 'vmc.optimizers.kfac',
+    'spring': 'vmc.optimizers.sr',
+    'minsr': 'vmc.optimizers.sr',
     'adam': 'vmc.optimizers.adam',
     'none': 'vmc.optimizers.none',
 }
