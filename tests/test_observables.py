@@ -3,6 +3,7 @@ short evaluation runs of HF-pretrained networks."""
 
 import json
 import os
+import types
 
 import h5py
 import jax.numpy as jnp
@@ -15,7 +16,8 @@ from vmc.errors import ConfigError
 
 
 def _evaluate(system, cfg, apply, x):
-  obs = observables.make(apply, system, config_lib.resolve(cfg).observables)
+  network = types.SimpleNamespace(apply=apply, apply_at=None)  # no forces asked here
+  obs = observables.make(network, None, system, config_lib.resolve(cfg).observables)
   x = parallel.shard(np.asarray(x, np.float32))
   return parallel.first(obs.evaluate(parallel.replicate({}), x)), obs
 
@@ -95,17 +97,38 @@ def _evaluation(tiny_config, tmp_path, name, pretrain_iterations, **overrides):
 
 
 def test_lih_dipole_points_from_h_to_li_and_h2_has_none(tmp_path, make_tiny_config):
-  lih, _ = _evaluation(make_tiny_config, tmp_path, 'lih', 200, **{'system.molecule': 'LiH', 'system.atom': ''})
+  lih, cfg = _evaluation(make_tiny_config, tmp_path, 'lih', 200, **{
+      'system.molecule': 'LiH', 'system.atom': '', 'observables.forces': True})
   dx, dy, dz = lih['dipole_au']
   ex, ey, ez = lih['dipole_error_au']
   # Li+ H-: the dipole points from H (at +z) to Li, so d_z < 0; |d| = 2.31 a.u.
   # (5.88 D, experiment) and 2.34 a.u. for HF/cc-pVDZ (PySCF).
   assert -2.9 < dz < -1.9, lih
   assert abs(dx) < 4 * ex + 0.05 and abs(dy) < 4 * ey + 0.05
-  h2, _ = _evaluation(make_tiny_config, tmp_path, 'h2', 100, **{'system.molecule': 'H2', 'system.atom': ''})
+  h2, _ = _evaluation(make_tiny_config, tmp_path, 'h2', 100, **{
+      'system.molecule': 'H2', 'system.atom': '', 'observables.forces': True})
   for d, e in zip(h2['dipole_au'], h2['dipole_error_au']):
     assert abs(d) < 4 * e + 0.02, h2
   assert h2['s2'] < 0.05 and lih['s2'] < 0.05  # closed shells: singlets, nearly
+
+  # Forces: zvzb is the derivative of a translation-invariant energy, so the forces on a
+  # molecule sum to zero (for a diatomic: equal and opposite) within their errors.
+  for s in (lih, h2):
+    assert s['forces_units'] == 'hartree/bohr' and s['forces_iterations'] == 100
+    f, e = np.array(s['forces_zvzb']), np.array(s['forces_zvzb_error'])
+    assert f.shape == (2, 3) and np.all(e > 0) and np.all(e < 0.2), s
+    assert np.all(np.abs(f.sum(0)) < 4 * np.hypot(e[0], e[1])), s
+  with h5py.File(os.path.join(cfg.log.save_path, 'observables.h5')) as f:
+    assert f['forces_zvzb'].shape == (100, 2, 3)
+    np.testing.assert_allclose(f['forces_zvzb_mean'][:], lih['forces_zvzb'], rtol=1e-5)
+    np.testing.assert_allclose(f['forces_zvzb_error'][:], lih['forces_zvzb_error'], rtol=1e-5)
+    assert [a.decode() for a in f['atoms'][:]] == ['Li', 'H']
+  # Provenance of the result.
+  prov = lih['provenance']
+  assert prov['versions']['jax'] == '0.9.1' and prov['versions']['kfac-jax'] == '0.0.8'
+  assert prov['devices']['count'] >= 1 and prov['seed'] == 23
+  assert prov['config']['system']['molecule'] == 'LiH' and prov['units']['force'] == (
+      'hartree/bohr')
 
 
 def test_li_evaluation_s2_density_and_outputs(tmp_path, make_tiny_config):

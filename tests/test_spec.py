@@ -224,6 +224,7 @@ BAD_VALUES = {
     'log.stats_ewm_alpha': [2.0, 0.0],
     'observables.dipole': ['yes'],
     'observables.s2': ['no'],
+    'observables.forces': ['no'],
     'observables.density': ['cube'],
     'observables.density_bins': [0],
     'observables.density_extent': [0.0],

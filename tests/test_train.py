@@ -120,6 +120,7 @@ def _vmc(args, cwd):
                         capture_output=True, text=True, timeout=600)
 
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 TINY = ['--config.batch_size=32', '--config.optim.iterations=3', '--config.mcmc.burn_in=2',
         '--config.network.determinants=1', '--config.network.ferminet.hidden_dims=((8, 4),)']
 
@@ -146,6 +147,8 @@ def test_cli_runs_and_a_rerun_of_a_finished_run_changes_nothing(tmp_path):
     (['--config.optim.optimizer=sgd'], "optim.optimizer='sgd'"),
     (['--config.optim.learning_rate=0.1'], '--config.optim.learning_rate: no such config key'),
     (['--config.optim.lr.ratee=0.1'], 'did you mean optim.lr.rate?'),
+    ([f'--config={CONFIGS}/forces.py', '--config.optim.iteratons=3'],
+     'did you mean optim.iterations?'),  # a mistyped key on top of a config file
     (['--config=nonexistent_config.py'], 'cannot load the config file'),
     (['--config.batch_size=many'], 'batch_size'),
     (['--config.log.restore_path=/nonexistent/run'], 'log.restore_path=/nonexistent/run'),

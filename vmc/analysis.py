@@ -130,6 +130,9 @@ def summarize_run(run_dir: str, window: float | None = None) -> dict:
                                  mode='evaluation' if evaluation else 'training')
   summary.update(summarize_stats(
       stats, window=window if window is not None else (1.0 if evaluation else 0.2)))
+  from vmc import observables  # noqa: PLC0415  (imports jax; analysis itself does not)
+  first = int(stats['step'][len(stats['step']) - summary['window_iterations']])
+  summary.update(observables.summarize_forces(run_dir, first))
   summary.update(compare_to_reference(summary['energy'], summary['energy_error'],
                                       reference.lookup(system)))
   return summary
@@ -168,4 +171,11 @@ def summary_lines(summary: dict) -> list[str]:
                  f'{summary["dipole_norm_debye"]:.4f} D')
   if 's2' in summary:
     lines.append(f'<S^2> = {summary["s2"]:.4f} +- {summary["s2_error"]:.4f}')
+  if 'forces_zvzb' in summary:
+    lines.append(f'forces (zvzb estimator, hartree/bohr, over {summary["forces_iterations"]} '
+                 'iterations):')
+    for symbol, f, e in zip(summary['forces_atoms'], summary['forces_zvzb'],
+                            summary['forces_zvzb_error'], strict=True):
+      lines.append(f'  {symbol:2s} ' + '  '.join(f'{a:+.5f} +- {b:.5f}' for a, b in
+                                                 zip(f, e, strict=True)))
   return lines

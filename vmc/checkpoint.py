@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 
 import vmc
-from vmc import parallel, systems, writers
+from vmc import geometry, parallel, systems, writers
 from vmc.errors import ConfigError
 from vmc.types import MCMCState, TrainState
 
@@ -272,13 +272,17 @@ def restore(path: str, template: TrainState, batch_size: int, resume: bool,
   fields, resampled, notes = fit_fields(fields, batch_size, parallel.global_device_count())
   if 'opt_state' not in fields:
     notes.append('optimizer state of another optimizer: not restored, initialized afresh')
-  moved = _system_change(header, system)
+  moved, theirs = _system_change(header, system)
   if moved and resume:
     raise ConfigError(f'log.save_path holds a run of {moved}; resume it with its own '
                       'system.* settings, or give a new log.save_path')
   if moved:
     logging.warning('log.restore_path %s is a checkpoint of %s: its parameters and walkers '
                     'are a warm start, and a burn-in follows', path, moved)
+    if theirs is not None and _same_particles(theirs, system):
+      fields['walkers'] = geometry.move_walkers(fields['walkers'], theirs.positions,
+                                                system.positions)
+      notes.append('walkers moved with the nuclei')
   for bad in skipped if resume else []:
     # Renamed, so that pruning never keeps them in place of good ones.
     os.replace(bad, bad + '.corrupt')
@@ -290,21 +294,27 @@ def restore(path: str, template: TrainState, batch_size: int, resume: bool,
                   'opt_state' in fields, tuple(notes))
 
 
-def _system_change(header: dict[str, Any], system: systems.System) -> str | None:
-  """'<their system>, not <this system>' when the checkpoint's config is of another system
-  (other nuclei, positions or electrons); None when the same or not known."""
+def _same_particles(a: systems.System, b: systems.System) -> bool:
+  return a.electrons == b.electrons and [x.symbol for x in a.atoms] == [
+      x.symbol for x in b.atoms]
+
+
+def _system_change(header: dict[str, Any],
+                   system: systems.System) -> tuple[str | None, systems.System | None]:
+  """('<their system>, not <this system>', their system) when the checkpoint's config is
+  of another system (other nuclei, positions or electrons); (None, ...) when the same or
+  not known."""
   from vmc import config  # noqa: PLC0415  (config imports optimizers, which import jax)
   try:
     theirs = config.resolve_system(config.from_json(header['config']))
   except (ConfigError, KeyError, TypeError, ValueError):
-    return None  # a config of another vmc version: nothing to compare with
+    return None, None  # a config of another vmc version: nothing to compare with
   label, here = systems.describe(theirs), systems.describe(system)
-  if theirs.electrons != system.electrons or (
-      [a.symbol for a in theirs.atoms] != [a.symbol for a in system.atoms]):
-    return f'{label}, not {here}'
+  if not _same_particles(theirs, system):
+    return f'{label}, not {here}', theirs
   shift = float(np.max(np.abs(theirs.positions - system.positions)))
-  return f'{label} at another geometry (nuclei moved by up to {shift:.4g} bohr)' if (
-      shift > 1e-6) else None
+  return (f'{label} at another geometry (nuclei moved by up to {shift:.4g} bohr)' if (
+      shift > 1e-6) else None), theirs
 
 
 def state_from_fields(fields: dict[str, Any], template: TrainState) -> TrainState:

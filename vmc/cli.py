@@ -10,7 +10,9 @@ import logging as pylogging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -76,15 +78,17 @@ def _last_flag_wins(args: list[str]) -> list[str]:
   return [a for j, a in enumerate(args) if j not in drop]
 
 
-def _main(argv: list[str]) -> None:
+def _run_vmc(cfg: ml_collections.ConfigDict) -> None:
+  from vmc import train  # imported here so that --help stays fast
+  train.run(config_lib.resolve(cfg))
+
+
+def _main(argv: list[str], job: Callable[[ml_collections.ConfigDict], None]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}; options go as --config.KEY=VALUE')
   assert _CONFIG is not None  # defined by main()
-  cfg = _CONFIG.value
-  from vmc import train  # imported here so that --help stays fast
   try:
-    spec = config_lib.resolve(cfg)
-    train.run(spec)
+    job(_CONFIG.value)
   except ConfigError as e:
     _fail(e, 2)
   except RunAborted as e:
@@ -115,6 +119,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
           'in vmc/config.py)', file=sys.stderr)
     sys.exit(2)
   except Exception as e:  # noqa: BLE001  (a config file is user code: any error is possible)
+    unknown = _unknown_key_message(argv[1:])  # an override of a key the file lacks
+    if unknown:
+      print(f'vmc: error: {unknown}', file=sys.stderr)
+      sys.exit(2)
     print(f'vmc: error: the config file raised {type(e).__name__}: {_one_line(str(e))} '
           f'(at {_user_frame(e)}); fix the config file', file=sys.stderr)
     sys.exit(2)
@@ -139,12 +147,14 @@ def _quiet_libraries(record: pylogging.LogRecord) -> bool:
               logging.get_verbosity() <= logging.INFO)
 
 
-def main() -> None:
+def main(job: Callable[[ml_collections.ConfigDict], None] = _run_vmc) -> None:
+  """The `vmc` command; scripts that run vmc jobs (scripts/scan.py) pass their own `job`,
+  which gets the config of --config and its overrides: errors are reported as for vmc."""
   global _CONFIG
   sys.argv[1:] = _last_flag_wins(sys.argv[1:])
   _CONFIG = _define_config_flag()
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  app.run(_main, flags_parser=_parse_flags)
+  app.run(lambda argv: _main(argv, job), flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

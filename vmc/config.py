@@ -7,6 +7,7 @@ flags) is a small helium run that converges in a few minutes on a laptop CPU.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -160,6 +161,9 @@ def _run() -> dict:
         'density': 'none',  # 'radial' or 'grid' spin densities, in observables.h5
         'density_bins': 100,  # radial bins, or grid points per axis
         'density_extent': 8.0,  # bohr: radius of the profile, half side of the grid cube
+        # Forces on the nuclei (hartree/bohr) by the hf, zv and zvzb estimators (vmc/forces.py),
+        # in observables.h5 and summary.json; zvzb is the one to use.
+        'forces': False,
     },
     'distributed': {
         # 'auto': start jax.distributed when coordinator_address is set or when srun
@@ -451,10 +455,11 @@ class ObservablesSpec:
   density: str = _key(_one_of(*DENSITIES))
   density_bins: int = _key(_POSITIVE)
   density_extent: float = _key(_number(0.0, low_open=True, what=' (bohr)'))
+  forces: bool = _key(_boolean)
 
   @property
   def enabled(self) -> bool:
-    return self.dipole or self.s2 or self.density != 'none'
+    return self.dipole or self.s2 or self.density != 'none' or self.forces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -538,6 +543,20 @@ def _system(s: ml_collections.ConfigDict) -> systems.System:
   charge = _integer(-1000)(s.charge, 'system.charge')
   return systems.make_system(atom=s.atom or None, molecule=s.molecule, charge=charge,
                              spin=s.spin, electrons=s.electrons, units=units)
+
+
+def resolve_variant(cfg: ml_collections.ConfigDict, overrides: dict[str, Any]) -> Spec:
+  """The spec of `cfg` with dotted keys set, e.g. {'log.save_path': ...,
+  'system.molecule': [...]}; `cfg` itself is unchanged (the runs of a scan are variants of
+  one config)."""
+  variant = copy.deepcopy(cfg)  # keeps the keys' declared types
+  for key, value in overrides.items():
+    node = variant
+    *path, last = key.split('.')
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return resolve(variant)
 
 
 def resolve(cfg: ml_collections.ConfigDict) -> Spec:

@@ -13,12 +13,16 @@ same |psi|^2.
 - density 'radial': electrons of each spin per bohr at distance r from the centre of
   nuclear charge (a histogram; integrates to n_up and n_down); 'grid': electrons of each
   spin per bohr^3 on a cube of side 2 * density_extent centred there.
+- forces: forces on the nuclei, hartree/bohr, by the estimators of vmc.forces
+  ('forces_hf', 'forces_zv', 'forces_zvzb', each (n_atoms, 3) per iteration), with
+  reblocked means and errors in observables.h5 and summary.json. They cost about one more
+  local-energy evaluation and one gradient per walker and iteration.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from collections.abc import Callable
 
 import h5py
@@ -26,9 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import parallel, statistics, systems, writers
+from vmc import forces, parallel, statistics, systems, writers
 from vmc.config import ObservablesSpec
-from vmc.types import Array, Params, WavefunctionFn
+from vmc.types import Array, Params
+
+if TYPE_CHECKING:
+  from vmc.networks import Network
 
 DEBYE_PER_AU = 2.541746
 
@@ -40,9 +47,11 @@ class Observables(NamedTuple):
   attrs: dict  # grid/bin descriptions for the HDF5 file
 
 
-def make(wavefunction: WavefunctionFn, system: systems.System,
-         o: ObservablesSpec) -> Observables:
-  """The observables selected by `o`, of the wavefunction (params, x) -> (sign, log|psi|)."""
+def make(network: Network, local_energy: Callable[[Params, Array], Array],
+         system: systems.System, o: ObservablesSpec) -> Observables:
+  """The observables selected by `o` of the network; local_energy(params, x (batch, 3N))
+  -> (batch,) unclipped local energies (for the forces)."""
+  wavefunction = network.apply
   charges = np.array([a.charge for a in system.atoms], np.float32)
   coords = np.array([a.coords for a in system.atoms], np.float32)
   centre = (charges[:, None] * coords).sum(0) / charges.sum()
@@ -63,6 +72,12 @@ def make(wavefunction: WavefunctionFn, system: systems.System,
     arrays.append('grid_density')
     attrs['grid_edges'] = axis
     attrs['grid_centre'] = centre
+  if o.forces:
+    arrays += [f'forces_{k}' for k in forces.ESTIMATORS]
+    attrs['atoms'] = np.array([a.symbol for a in system.atoms], dtype='S2')
+    attrs['positions'] = coords
+    force_estimate = forces.make(network.apply_at, local_energy, system.positions,
+                                 system.charges)
   pairs = [(i, j) for i in range(n_up) for j in range(n_up, n)]
 
   def per_walker(params: Params, x: Array) -> dict[str, Array]:
@@ -96,7 +111,10 @@ def make(wavefunction: WavefunctionFn, system: systems.System,
 
   def evaluate(params: Params, x: Array) -> dict[str, Array]:
     values = jax.vmap(per_walker, in_axes=(None, 0))(params, x)
-    return {k: parallel.pmean(jnp.mean(v, axis=0)) for k, v in values.items()}
+    out = {k: parallel.pmean(jnp.mean(v, axis=0)) for k, v in values.items()}
+    if o.forces:
+      out.update(force_estimate(params, x))
+    return out
 
   return Observables(tuple(columns), tuple(arrays), parallel.pmap(evaluate), attrs)
 
@@ -150,10 +168,42 @@ class ArrayStore:
           if self.data[k]:
             f.create_dataset(k, data=np.stack(self.data[k]), compression='gzip')
             f.create_dataset(k + '_mean', data=np.mean(np.stack(self.data[k]), axis=0))
+            if k.startswith('forces_'):
+              f.create_dataset(k + '_error', data=reblocked(np.stack(self.data[k]))[1])
         for k, v in self.attrs.items():
           f.create_dataset(k, data=v)
-        f.attrs['units'] = 'atomic units: bohr, electrons per bohr (radial) or bohr^3 (grid)'
+        f.attrs['units'] = ('atomic units: bohr, electrons per bohr (radial) or bohr^3 '
+                            '(grid), hartree/bohr (forces)')
     writers.write_atomically(self.path, write)
+
+
+def reblocked(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, reblocked error) of each element of a (iterations, ...) series."""
+  flat = np.asarray(series, np.float64).reshape(len(series), -1)
+  est = [statistics.estimate(flat[:, j]) for j in range(flat.shape[1])]
+  shape = np.shape(series)[1:]
+  return (np.array([e.mean for e in est]).reshape(shape),
+          np.array([e.error for e in est]).reshape(shape))
+
+
+def summarize_forces(run_dir: str, first_step: int) -> dict:
+  """Reblocked forces (hartree/bohr) over the iterations from `first_step` on, from a
+  run's observables.h5; {} without forces."""
+  path = os.path.join(run_dir, 'observables.h5')
+  if not os.path.exists(path):
+    return {}
+  out: dict[str, Any] = {}
+  with h5py.File(path, 'r') as f:
+    if 'forces_zvzb' not in f:
+      return {}
+    keep = np.asarray(f['step'][:]) >= first_step
+    out['forces_units'] = forces.UNITS
+    out['forces_atoms'] = [s.decode() for s in np.asarray(f['atoms'][:])]
+    out['forces_iterations'] = int(keep.sum())
+    for k in forces.ESTIMATORS:
+      mean, error = reblocked(np.asarray(f[f'forces_{k}'][:])[keep])
+      out[f'forces_{k}'], out[f'forces_{k}_error'] = mean.tolist(), error.tolist()
+  return out
 
 
 def summarize(stats: dict[str, np.ndarray]) -> dict:

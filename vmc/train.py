@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 
 from vmc import analysis, checkpoint, iteration, networks, observables, parallel, pretrain
-from vmc import runfolder, writers
+from vmc import provenance, runfolder, writers
 from vmc.config import DebugSpec, Spec
 from vmc.errors import ConfigError, RunAborted
 from vmc.types import StepStats, TrainState
@@ -254,7 +254,8 @@ def run(spec: Spec) -> RunResult:
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin)
   model = iteration.build(spec)
-  obs = (observables.make(model.network.apply, system, spec.observables)
+  obs = (observables.make(model.network, model.objective.local_energy, system,
+                          spec.observables)
          if spec.observables.enabled else None)
   with _SignalFlag() as signals, _locked(save_path):
     try:
@@ -485,13 +486,14 @@ def _save(spec: Spec, save_path: str, state: TrainState,
 
 
 def write_summary(save_path: str) -> dict:
-  """summary.json of a finished run (analysis.summarize_run, and the Hartree-Fock energy
-  if the run pretrained), and its lines in the log. Strict JSON: a value that is not
-  finite is written (and returned) as null."""
+  """summary.json of a finished run (analysis.summarize_run, the Hartree-Fock energy if
+  the run pretrained, and vmc.provenance.record), and its lines in the log. Strict JSON:
+  a value that is not finite is written (and returned) as null."""
   summary = analysis.summarize_run(save_path)
   if not summary:
     return {}
   summary['hf_energy'] = pretrain.cached_energy(save_path)
+  summary['provenance'] = provenance.record(save_path)
   for line in analysis.summary_lines(summary):
     logging.info('%s', line)
   summary = analysis.strict_json(summary)

@@ -7,6 +7,9 @@ evaluates it through its cheaper forward-Laplacian code, other networks through 
 (the training loss always differentiates `apply`, whose layers kfac-jax recognises).
 `laplacian(params, x) -> (lap log|psi|, grad log|psi|)` is the network's own forward
 Laplacian (None when it has none; the Hamiltonian then uses folx).
+`apply_at(params, x, atoms)` is `apply` with the nuclei at `atoms` (n_atoms, 3) instead of
+the system's: the networks see the nuclei only through electron-nucleus vectors, so this
+is psi with the nuclei moved and the parameters kept (forces differentiate it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Network(NamedTuple):
   orbitals: Callable  # (params, x) -> list of (determinants, n_s, n_orbitals)
   # (params, x) -> log|psi|, equal to logabs (cheaper where it can be); for sampling only.
   sampling_logabs: Callable[[Params, Array], Array]
+  # (params, x, atoms (n_atoms, 3)) -> (sign, log|psi|) with the nuclei at `atoms`.
+  apply_at: Callable[[Params, Array, Array], tuple[Array, Array]]
   laplacian: LaplacianFn | None = None  # (params, x) -> (lap log|psi|, grad log|psi|)
 
   def logabs(self, params: Params, x: Array) -> Array:
@@ -68,13 +73,16 @@ def make_network(system: systems.System, net: NetworkSpec) -> Network:
   def apply(params: Params, x: Array) -> tuple[Array, Array]:
     return typing.cast(tuple[Array, Array], module.apply(params, x))
 
+  def apply_at(params: Params, x: Array, atoms: Array) -> tuple[Array, Array]:
+    return typing.cast(tuple[Array, Array], module.apply(params, x, atoms=atoms))
+
   def orbitals_fn(params: Params, x: Array) -> list[Array]:
     return typing.cast(list[Array], module.apply(params, x, method='orbitals'))
 
   if not isinstance(module, ferminet.FermiNet):
     # No hand-written forward Laplacian: the Hamiltonian's 'forward' method uses folx.
     return Network(init=init, apply=apply, orbitals=orbitals_fn,
-                   sampling_logabs=lambda params, x: apply(params, x)[1])
+                   sampling_logabs=lambda params, x: apply(params, x)[1], apply_at=apply_at)
 
   def laplacian(params: Params, x: Array) -> tuple[Array, Array]:
     return ferminet_laplacian.laplacian(module, params, x)
@@ -83,7 +91,7 @@ def make_network(system: systems.System, net: NetworkSpec) -> Network:
     return ferminet_laplacian.sign_logabs(module, params, x)[1]
 
   return Network(init=init, apply=apply, orbitals=orbitals_fn, laplacian=laplacian,
-                 sampling_logabs=sampling_logabs)
+                 sampling_logabs=sampling_logabs, apply_at=apply_at)
 
 
 def count_parameters(params: Params) -> int:

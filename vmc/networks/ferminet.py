@@ -60,11 +60,13 @@ class FermiNet(orbitals_lib.Ansatz):
     return jnp.concatenate(parts, axis=-1)
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray,
-               orbitals_only: bool = False) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
-    """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`)."""
-    atoms = jnp.asarray(self.atoms)
-    ae, r_ae, ee, r_ee = features(x, atoms)
+  def __call__(self, x: jnp.ndarray, orbitals_only: bool = False,
+               atoms: jnp.ndarray | None = None
+               ) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
+    """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`).
+    `atoms` (n_atoms, 3) replaces the module's nuclear positions (to differentiate psi
+    with respect to them)."""
+    ae, r_ae, ee, r_ee = features(x, jnp.asarray(self.atoms) if atoms is None else atoms)
     n = r_ae.shape[0]
     h1 = jnp.concatenate([ae, r_ae[..., None]], axis=-1).reshape(n, -1)
     h2 = jnp.concatenate([ee, r_ee[..., None]], axis=-1)

@@ -66,10 +66,12 @@ class Psiformer(orbitals_lib.Ansatz):
     return nn.LayerNorm(epsilon=1e-5, name=name)(x) if self.use_layer_norm else x
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray,
-               orbitals_only: bool = False) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
-    """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`)."""
-    ae, r_ae, _, _ = ferminet.features(x, jnp.asarray(self.atoms))
+  def __call__(self, x: jnp.ndarray, orbitals_only: bool = False,
+               atoms: jnp.ndarray | None = None
+               ) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
+    """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`).
+    `atoms` (n_atoms, 3) replaces the module's nuclear positions."""
+    ae, r_ae, _, _ = ferminet.features(x, jnp.asarray(self.atoms) if atoms is None else atoms)
     width = self.num_heads * self.heads_dim
     h = nn.Dense(width, use_bias=False, name='embed')(self._input_features(ae, r_ae))
     for layer in range(self.num_layers):

@@ -1,0 +1,63 @@
+"""Geometry relaxation on VMC forces (quasi-Newton with a trust radius; vmc.geometry).
+
+  python scripts/relax.py --config configs/molecule.py --config.system.molecule=H2 \
+      --bond_length 1.2 --out checkpoints/h2_relax
+
+Each step trains the wavefunction at the current geometry (the first from the config's
+pretraining and optim.iterations, later ones warm-started from the step before for
+--warm_iterations; --warm_from starts the first step from an existing run), evaluates energy and forces for --eval_iterations, and moves the
+nuclei; it stops when every force is zero within --sigmas error bars, or after
+--max_steps. <out>/relax.json and relax.extxyz hold the trajectory (vmc.scans); the same
+command continues an interrupted relaxation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vmc import cli, config as config_lib, geometry, scans  # noqa: E402
+from vmc.errors import ConfigError  # noqa: E402
+
+_OUT = flags.DEFINE_string('out', '', 'folder of the relaxation (required; rerun to continue)')
+_BOND = flags.DEFINE_float('bond_length', None, 'start a diatomic at this bond length (bohr)')
+_FROM = flags.DEFINE_string('warm_from', '', 'a training run folder (any geometry of the same '
+                            'molecule) to warm-start the first step from; default: a cold start')
+_WARM = flags.DEFINE_integer('warm_iterations', 500, 'training iterations per step after the '
+                             'first')
+_EVAL = flags.DEFINE_integer('eval_iterations', 1000, 'evaluation iterations per step')
+_STEPS = flags.DEFINE_integer('max_steps', 15, 'geometry steps at most')
+_TRUST = flags.DEFINE_float('trust_radius', 0.2, 'largest move of an atom per step (bohr)')
+_HESSIAN = flags.DEFINE_float('hessian_guess', 0.5, 'initial Hessian model, hartree/bohr^2 '
+                              'times the identity')
+_SIGMAS = flags.DEFINE_float('sigmas', 2.0, 'converged when every force is below this many '
+                             'error bars')
+
+
+def job(cfg) -> None:
+  if not _OUT.value:
+    raise ConfigError('give --out FOLDER (the same folder continues an interrupted run)')
+  system = config_lib.resolve_system(cfg)
+  start = [(a.symbol, a.coords) for a in system.atoms]
+  if _BOND.value is not None:
+    if len(start) != 2:
+      raise ConfigError('--bond_length needs a diatomic molecule in the config')
+    start = geometry.diatomic((start[0][0], start[1][0]), _BOND.value)
+  record = scans.relax(cfg, start, _OUT.value,
+                       scans.PointPlan(warm_iterations=_WARM.value,
+                                       eval_iterations=_EVAL.value),
+                       geometry.RelaxOptions(hessian_guess=_HESSIAN.value,
+                                             trust_radius=_TRUST.value, sigmas=_SIGMAS.value),
+                       max_steps=_STEPS.value, warm_from=_FROM.value or None)
+  if record is not None:
+    last = record['points'][-1]
+    logging.info('final geometry (bohr): %s; converged: %s', last['positions'],
+                 record['converged'])
+
+
+if __name__ == '__main__':
+  cli.main(job)

@@ -1,0 +1,155 @@
+"""Geometry handling, the relaxation step, and scans as datasets (tiny runs)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vmc import geometry, scans, train
+
+
+def test_walkers_move_with_their_nearest_nucleus():
+  old = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+  new = np.array([[0.0, 0.0, -0.1], [0.0, 0.0, 2.3]])
+  x = np.array([[0.1, 0.0, 0.2, 0.0, 0.5, 1.8], [0.0, 0.0, 1.1, 0.0, 0.0, 0.9]], np.float32)
+  moved = geometry.move_walkers(x, old, new)
+  assert moved.dtype == np.float32
+  np.testing.assert_allclose(moved, [[0.1, 0.0, 0.1, 0.0, 0.5, 2.1],
+                                     [0.0, 0.0, 1.4, 0.0, 0.0, 0.8]], atol=1e-6)
+
+
+def _harmonic_diatomic(r, k=0.066, r0=3.015):
+  """Forces of E = k/2 (R - r0)^2 on two atoms along z."""
+  f = -k * (r - r0)
+  return np.array([[0.0, 0.0, -f], [0.0, 0.0, f]])
+
+
+def test_relaxation_of_a_soft_bond_with_noisy_forces_converges():
+  """A LiH-like soft bond (k = 0.066 Ha/bohr^2) from R = 2.8 with force noise of 1e-3:
+  the quasi-Newton steps learn the curvature and end within 0.05 bohr of the minimum,
+  where the forces are zero within their error bars."""
+  rng = np.random.default_rng(0)
+  opts = geometry.RelaxOptions()
+  state = geometry.RelaxState()
+  x = np.array([[0, 0, 0], [0, 0, 2.8]], float)
+  errors = np.full((2, 3), 1e-3)
+  for step in range(15):
+    r = x[1, 2] - x[0, 2]
+    f = _harmonic_diatomic(r) + rng.normal(scale=1e-3, size=(2, 3))
+    if geometry.converged(f, errors):
+      break
+    state, x = geometry.relax_step(state, x, f, errors, opts)
+    assert np.max(np.linalg.norm(x - state.positions, axis=1)) <= opts.trust_radius + 1e-12
+  assert abs(r - 3.015) < 0.05 and step < 12, (r, step)
+  assert state.updates >= 1
+  # No net translation.
+  np.testing.assert_allclose(x.mean(0) - [0, 0, 1.4], 0.0, atol=1e-9)
+
+
+def test_a_secant_within_the_noise_does_not_update_the_hessian():
+  opts = geometry.RelaxOptions()
+  f = np.array([[0, 0, -1e-3], [0, 0, 1e-3]])
+  err = np.full((2, 3), 5e-3)
+  state, x = geometry.relax_step(geometry.RelaxState(), np.array([[0, 0, 0], [0, 0, 1.4]]),
+                                 f, err, opts)
+  state, x = geometry.relax_step(state, x, -f, err, opts)
+  assert state.updates == 0 and state.skipped == 1
+  np.testing.assert_allclose(state.hessian, 0.5 * np.eye(6))
+
+
+@pytest.fixture(scope='module')
+def h2_scan(tmp_path_factory):
+  """A two-point H2 scan with tiny runs, warm-started."""
+  from conftest import tiny_config
+  cfg = tiny_config('He', 'kfac', batch_size=64, **{'optim.iterations': 8})
+  cfg.system.atom = ''
+  cfg.system.molecule = 'H2'
+  out = str(tmp_path_factory.mktemp('scan'))
+  geoms = [geometry.diatomic(('H', 'H'), r) for r in (1.3, 1.5)]
+  plan = scans.PointPlan(warm_iterations=4, eval_iterations=12)
+  points = scans.scan(cfg, geoms, out, plan)
+  return cfg, geoms, out, plan, points
+
+
+def test_scan_writes_json_and_extxyz_that_ase_reads(h2_scan):
+  ase_io = pytest.importorskip('ase.io')
+  from ase import units
+  _, _, out, _, points = h2_scan
+  with open(os.path.join(out, 'scan.json')) as f:
+    record = json.load(f)
+  assert record['units']['forces'] == 'hartree/bohr' and len(record['points']) == 2
+  assert record['provenance']['versions']['jax'] == '0.9.1'
+  first, second = record['points']
+  assert first['warm_start_from'] is None and second['warm_start_from'].endswith(os.path.join('point_000', 'train'))
+  assert first['train_iterations'] == 8 and second['train_iterations'] == 4
+  assert second['eval_iterations'] == 12
+  frames = ase_io.read(os.path.join(out, 'scan.extxyz'), index=':')
+  assert len(frames) == 2
+  for frame, p in zip(frames, points):
+    assert frame.get_potential_energy() == pytest.approx(p['energy'] * units.Hartree)
+    np.testing.assert_allclose(frame.get_forces(),
+                               np.array(p['forces']) * units.Hartree / units.Bohr, rtol=1e-6)
+    np.testing.assert_allclose(frame.arrays['forces_error'],
+                               np.array(p['forces_error']) * units.Hartree / units.Bohr,
+                               rtol=1e-6)
+    assert frame.info['energy_error'] == pytest.approx(p['energy_error'] * units.Hartree)
+    np.testing.assert_allclose(frame.positions[1, 2] / units.Bohr, p['positions'][1][2])
+  # The warm-started point's walkers were moved with the nuclei (see its log) and its
+  # run restored from the neighbour: its train folder records where it came from.
+  with open(os.path.join(out, 'point_001', 'train', 'config.json')) as f:
+    assert json.load(f)['log']['restore_path'].endswith(os.path.join('point_000', 'train'))
+
+
+def test_a_resumed_scan_recomputes_nothing_finished(h2_scan, monkeypatch):
+  cfg, geoms, out, plan, points = h2_scan
+  # As if killed during the second point's evaluation.
+  evaluation = os.path.join(out, 'point_001', 'eval')
+  for name in os.listdir(evaluation):
+    os.remove(os.path.join(evaluation, name))
+  calls = []
+  real_run = train.run
+  monkeypatch.setattr(train, 'run', lambda spec: calls.append(spec.log.save_path) or
+                      real_run(spec))
+  again = scans.scan(cfg, geoms, out, plan)
+  # point_000 untouched; point_001's finished training only reopened, its evaluation redone.
+  assert calls == [os.path.join(out, 'point_001', 'train'), evaluation]
+  assert again[0] == points[0]
+  assert again[1]['eval_iterations'] == 12
+
+
+def test_relax_driver_resumes_after_a_stop_and_converges(tmp_path, monkeypatch):
+  """scans.relax with each point's runs replaced by a harmonic LiH-like bond with noisy
+  forces: a stop (a signal during a point) ends the call; the same call continues from
+  relax.json without redoing finished steps, and ends converged near the minimum."""
+  rng = np.random.default_rng(1)
+  calls = []
+
+  def fake_point(base, atoms, folder, warm_from, plan):
+    del base, plan
+    calls.append(os.path.basename(folder))
+    if len(calls) == 3 and not getattr(fake_point, 'stopped', False):
+      fake_point.stopped = True
+      return None  # stopped by a signal in the third step
+    r = atoms[1][1][2] - atoms[0][1][2]
+    f = _harmonic_diatomic(r) + rng.normal(scale=1e-3, size=(2, 3))
+    return {'symbols': [s for s, _ in atoms], 'positions': [list(c) for _, c in atoms],
+            'energy': 0.033 * (r - 3.015) ** 2, 'energy_error': 1e-4, 'forces': f.tolist(),
+            'forces_error': np.full((2, 3), 1e-3).tolist(), 'warm_start_from': warm_from}
+
+  monkeypatch.setattr(scans, 'run_point', fake_point)
+  start = geometry.diatomic(('Li', 'H'), 2.8)
+  plan, opts = scans.PointPlan(), geometry.RelaxOptions()
+  assert scans.relax(None, start, str(tmp_path), plan, opts, warm_from='/prior/train') is None
+  assert calls == ['step_000', 'step_001', 'step_002']
+  record = scans.relax(None, start, str(tmp_path), plan, opts)
+  assert calls[3] == 'step_002' and len(calls) == len(record['points']) + 1
+  assert record['converged'] and len(record['points']) < 12
+  assert record['points'][0]['warm_start_from'] == '/prior/train'
+  assert record['points'][1]['warm_start_from'].endswith(os.path.join('step_000', 'train'))
+  final = np.array(record['points'][-1]['positions'])
+  assert abs(final[1, 2] - final[0, 2] - 3.015) < 0.05
+  assert os.path.exists(tmp_path / 'relax.extxyz')
+  # A finished relaxation is not run again.
+  assert scans.relax(None, start, str(tmp_path), plan, opts)['converged']
+  assert len(calls) == len(record['points']) + 1
