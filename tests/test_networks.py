@@ -137,3 +137,24 @@ def test_jastrow_default_is_simple_ee_for_psiformer_only(make_tiny_config):
   system = systems.make_system(atom='He')
   _, params = _net(system, make_tiny_config, True, **TINY_PSIFORMER)
   assert set(params['params']['jastrow']) == {'ee_par', 'ee_anti'}
+
+
+@pytest.mark.parametrize('variant', [v for _, v in NETWORK_VARIANTS],
+                         ids=[name for name, _ in NETWORK_VARIANTS])
+def test_psi_with_moved_nuclei_is_translation_invariant(variant, make_tiny_config):
+  """apply_at with the system's nuclei is apply; moving nuclei and electrons together
+  leaves psi unchanged, so d log|psi|/dR summed over nuclei is -sum_i grad_i log|psi|
+  (what the zvzb forces differentiate)."""
+  system = systems.make_system(molecule='LiH')
+  net, params = _net(system, make_tiny_config, True, **variant)
+  x = jax.random.normal(jax.random.PRNGKey(3), (system.n_electrons * 3,))
+  atoms = jnp.asarray(system.positions, jnp.float32)
+  np.testing.assert_allclose(net.apply_at(params, x, atoms)[1], net.apply(params, x)[1],
+                             rtol=1e-6)
+  shift = jnp.array([0.3, -0.2, 0.5])
+  moved = net.apply_at(params, (x.reshape(-1, 3) + shift).reshape(-1), atoms + shift)
+  np.testing.assert_allclose(moved[1], net.apply(params, x)[1], rtol=1e-5)
+  assert moved[0] == net.apply(params, x)[0]
+  d_atoms, d_x = jax.grad(lambda a, y: net.apply_at(params, y, a)[1], argnums=(0, 1))(atoms, x)
+  np.testing.assert_allclose(d_atoms.sum(0), -d_x.reshape(-1, 3).sum(0), atol=2e-4)
+  assert np.abs(d_atoms).max() > 1e-2  # and not trivially
