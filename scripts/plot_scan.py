@@ -45,8 +45,11 @@ def main() -> None:
   s = load(args.scan)
   with open(args.reference) as f:
     ref = json.load(f)
-  fig, (ax_e, ax_f) = plt.subplots(2, 1, figsize=(6, 7), sharex=True)
-  label = f'{ref["method"].upper()}/{ref["basis"]} (PySCF)'
+  fig, (ax_e, ax_f, ax_d) = plt.subplots(3, 1, figsize=(6, 9), sharex=True,
+                                         gridspec_kw={'height_ratios': [3, 3, 2]})
+  method = ref['method'].upper() + (' = FCI' if ref['method'] == 'ccsd' and
+                                    ref['molecule'] == 'H2' else '')
+  label = f'{method}/{ref["basis"]} (PySCF)'
   curve = ref.get('curve') or {'bond_length': [q['bond_length'] for q in ref['points']],
                                'energy': [q['energy'] for q in ref['points']]}
   ax_e.plot(curve['bond_length'], curve['energy'], 's-', color='gray', ms=3, label=label)
@@ -60,9 +63,18 @@ def main() -> None:
   ax_f.errorbar(s['r'], s['force'], yerr=s['force_error'], fmt='o', ms=4, capsize=3,
                 label='vmc zvzb force on the second atom')
   ax_f.axhline(0.0, color='k', lw=0.5)
-  ax_f.set_xlabel('bond length (bohr)')
   ax_f.set_ylabel('force (hartree/bohr)')
   ax_f.legend()
+  # The force's deviation from the reference at the reference's bond lengths.
+  ref_r = np.array([q['bond_length'] for q in refp])
+  ref_f = np.array([q['force'] for q in refp])
+  match = [int(np.argmin(np.abs(ref_r - r))) for r in s['r']]
+  keep = np.abs(ref_r[match] - s['r']) < 1e-6
+  ax_d.errorbar(s['r'][keep], 1000 * (s['force'][keep] - ref_f[match][keep]),
+                yerr=1000 * s['force_error'][keep], fmt='o', ms=4, capsize=3)
+  ax_d.axhline(0.0, color='gray', lw=1)
+  ax_d.set_ylabel('vmc - reference\n(mhartree/bohr)')
+  ax_d.set_xlabel('bond length (bohr)')
   fig.tight_layout()
   fig.savefig(args.out, dpi=110)
   print(f'wrote {args.out}')

@@ -2,8 +2,12 @@
 
   python scripts/pyscf_forces.py --molecule H2 --method ccsd --basis aug-cc-pv5z \
       --bond_lengths 1.2,1.4,1.6 --out docs/bench/forces_reference_h2.json
-  python scripts/pyscf_forces.py --molecule LiH --method ccsd(t) --basis cc-pcvqz \
-      --bond_lengths 2.9,3.015,3.1 --out docs/bench/forces_reference_lih.json
+  python scripts/pyscf_forces.py --molecule H2 --method ccsd --basis aug-cc-pvqz \
+      --bond_lengths 1.0,1.2,1.4,1.6,1.8,2.0,2.2,2.4 \
+      --out docs/bench/forces_reference_h2_curve.json
+  python scripts/pyscf_forces.py --molecule LiH --method 'ccsd(t)' \
+      --basis Li:cc-pcvqz,H:cc-pvqz --bond_lengths 2.8,3.2 --scan 2.8,3.3,11 \
+      --out docs/bench/forces_reference_lih.json
 
 For each bond length R (bohr): the energy E(R) and the force on the second atom along the
 bond, F = -dE/dR (hartree/bohr; the first atom feels -F), by the central difference
@@ -27,6 +31,8 @@ from pyscf import cc, fci, gto, scf
 
 def energy(molecule: str, r: float, method: str, basis: str) -> float:
   a, b = {'H2': ('H', 'H'), 'LiH': ('Li', 'H')}[molecule]
+  if ':' in basis:  # per element, e.g. Li:cc-pcvqz,H:cc-pvqz
+    basis = dict(item.split(':') for item in basis.split(','))
   mol = gto.M(atom=[[a, (0, 0, 0)], [b, (0, 0, r)]], unit='bohr', basis=basis, verbose=0)
   mf = scf.RHF(mol).run(conv_tol=1e-11)
   if method == 'fci':

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vmc import geometry, scans, train
+from vmc.errors import ConfigError
 
 
 def test_walkers_move_with_their_nearest_nucleus():
@@ -47,15 +48,31 @@ def test_relaxation_of_a_soft_bond_with_noisy_forces_converges():
   np.testing.assert_allclose(x.mean(0) - [0, 0, 1.4], 0.0, atol=1e-9)
 
 
-def test_a_secant_within_the_noise_does_not_update_the_hessian():
+def test_a_secant_within_the_noise_does_not_update_the_hessian_and_keeps_its_anchor():
   opts = geometry.RelaxOptions()
   f = np.array([[0, 0, -1e-3], [0, 0, 1e-3]])
   err = np.full((2, 3), 5e-3)
-  state, x = geometry.relax_step(geometry.RelaxState(), np.array([[0, 0, 0], [0, 0, 1.4]]),
-                                 f, err, opts)
+  start = np.array([[0, 0, 0], [0, 0, 1.4]])
+  state, x = geometry.relax_step(geometry.RelaxState(), start, f, err, opts)
   state, x = geometry.relax_step(state, x, -f, err, opts)
   assert state.updates == 0 and state.skipped == 1
   np.testing.assert_allclose(state.hessian, 0.5 * np.eye(6))
+  np.testing.assert_allclose(state.positions, start)  # the next secant starts there
+
+
+def test_translation_free_forces_weigh_by_precision():
+  """A diatomic with a precise H force and a noisy Li one: the net force goes to Li, and
+  both get the inverse-variance combination's error."""
+  forces = np.array([[0.0, 0.0, -0.030], [0.0, 0.0, 0.010]])  # Li (noisy), H
+  errors = np.array([[5e-3, 5e-3, 5e-3], [1e-3, 1e-3, 1e-3]])
+  f, err = geometry.translation_free(forces, errors)
+  np.testing.assert_allclose(f.sum(0), 0.0, atol=1e-15)
+  combined = 1 / np.sqrt(1 / 5e-3 ** 2 + 1 / 1e-3 ** 2)
+  np.testing.assert_allclose(err, combined)
+  # f_H = (var_Li F_H - var_H F_Li) / (var_Li + var_H): H's value, pulled a little.
+  np.testing.assert_allclose(f[1, 2], (25 * 0.010 + 0.030) / 26)
+  assert geometry.converged(np.array([[0, 0, -0.02], [0, 0, 1e-3]]), errors)
+  assert not geometry.converged(np.array([[0, 0, 0.0], [0, 0, 3e-3]]), errors)
 
 
 @pytest.fixture(scope='module')
@@ -153,3 +170,10 @@ def test_relax_driver_resumes_after_a_stop_and_converges(tmp_path, monkeypatch):
   # A finished relaxation is not run again.
   assert scans.relax(None, start, str(tmp_path), plan, opts)['converged']
   assert len(calls) == len(record['points']) + 1
+
+
+def test_a_scan_with_other_geometries_in_the_same_folder_is_refused(h2_scan):
+  cfg, geoms, out, plan, _ = h2_scan
+  moved = [geometry.diatomic(('H', 'H'), 1.35)] + geoms[1:]
+  with pytest.raises(ConfigError, match='geometries differ'):
+    scans.scan(cfg, moved, out, plan)

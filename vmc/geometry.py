@@ -8,12 +8,21 @@ once each electron is moved with its nearest nucleus (`move_walkers`).
 
 Relaxation (`RelaxState`, `relax_step`): quasi-Newton (BFGS) on the forces estimated by
 VMC, made to live with their noise:
-- the step p = B^-1 f (f the forces with their mean removed: no net translation), scaled
-  down so that no atom moves further than a trust radius;
-- the BFGS update of the Hessian model B from s = x_new - x_old and y = f_old - f_new is
-  skipped unless y.s is positive by more than three times its noise (propagated from
-  the forces' error bars): a noisy secant would corrupt B;
-- converged when every force component is zero within two error bars.
+- the forces lose their net force (`translation_free`): the sum is removed in proportion
+  to each component's variance (the least-squares projection weighted by the inverse
+  variances), so that a noisy nucleus (a heavy atom's core) absorbs the noise of the sum
+  and a precise one keeps its value; their errors are propagated;
+- the step p = B^-1 f, without net translation, scaled down so that no atom moves
+  further than a trust radius; B starts as hessian_guess times the identity;
+- the BFGS update of B from s = x - x_anchor and y = f_anchor - f is taken only when y.s
+  is positive by more than three times its noise (propagated from the error bars): a
+  noisy secant would corrupt B. The anchor (the geometry of the last accepted secant, or
+  the first) is kept when an update is skipped, so the baseline grows until the secant
+  stands out of the noise;
+- converged when every component of the translation-free forces is zero within `sigmas`
+  error bars.
+Rotations are not projected out: noise in the perpendicular forces turns the molecule a
+little, which changes no energy.
 """
 
 from __future__ import annotations
@@ -47,10 +56,10 @@ class RelaxOptions:
 
 @dataclasses.dataclass
 class RelaxState:
-  """What the next step needs: the last geometry, its forces and the Hessian model
-  (all None before the first step)."""
+  """What the next step needs: the secant's anchor (a geometry with its translation-free
+  forces and their errors) and the Hessian model; all None before the first step."""
   positions: np.ndarray | None = None  # (n_atoms, 3) bohr
-  forces: np.ndarray | None = None  # (n_atoms, 3) at `positions`
+  forces: np.ndarray | None = None  # (n_atoms, 3) translation-free, at `positions`
   errors: np.ndarray | None = None
   hessian: np.ndarray | None = None  # (3 n_atoms, 3 n_atoms)
   updates: int = 0  # BFGS updates accepted
@@ -68,26 +77,37 @@ class RelaxState:
                skipped=d['skipped'])
 
 
+def translation_free(forces: np.ndarray,
+                     errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(f, errors of f): the forces (n_atoms, 3) with their sum removed, per Cartesian
+  component, in proportion to the variances: f_i = F_i - var_i sum_j F_j / sum_j var_j
+  (the closest forces without net force, in the metric of the inverse variances), and
+  var(f_i) = var_i - var_i^2 / sum_j var_j (independent F_i)."""
+  f = np.asarray(forces, np.float64)
+  var = np.maximum(np.asarray(errors, np.float64) ** 2, 1e-30)
+  total = var.sum(axis=0)
+  return f - var * f.sum(axis=0) / total, np.sqrt(np.maximum(var - var ** 2 / total, 0.0))
+
+
 def converged(forces: np.ndarray, errors: np.ndarray, sigmas: float = 2.0) -> bool:
-  """Every component of the (translation-free) forces zero within `sigmas` error bars."""
-  f = np.asarray(forces) - np.mean(forces, axis=0)
-  return bool(np.all(np.abs(f) < sigmas * np.asarray(errors)))
+  """Every component of the translation-free forces zero within `sigmas` error bars."""
+  f, err = translation_free(forces, errors)
+  return bool(np.all(np.abs(f) <= sigmas * err))
 
 
 def relax_step(state: RelaxState, positions: np.ndarray, forces: np.ndarray,
                errors: np.ndarray, opts: RelaxOptions) -> tuple[RelaxState, np.ndarray]:
-  """Takes the forces (and error bars) measured at `positions`; returns the state with
-  them recorded and the Hessian model updated, and the next geometry."""
+  """Takes the forces (and error bars) measured at `positions`; returns the state (the
+  secant's anchor and the Hessian model, updated) and the next geometry."""
   x = np.asarray(positions, np.float64)
-  f = np.asarray(forces, np.float64) - np.mean(forces, axis=0)  # no net force
-  err = np.asarray(errors, np.float64)
-  n = x.size
-  hessian = (np.eye(n) * opts.hessian_guess if state.hessian is None
+  f, err = translation_free(forces, errors)
+  hessian = (np.eye(x.size) * opts.hessian_guess if state.hessian is None
              else np.array(state.hessian))
   updates, skipped = state.updates, state.skipped
+  anchor = RelaxState(positions=x, forces=f, errors=err)
   if state.forces is not None and state.positions is not None:
     s = (x - state.positions).reshape(-1)
-    y = (state.forces - np.mean(state.forces, axis=0) - f).reshape(-1)
+    y = (state.forces - f).reshape(-1)
     ys = float(y @ s)
     noise = float(np.sqrt(np.sum(s ** 2 * (err.reshape(-1) ** 2 +
                                            np.asarray(state.errors).reshape(-1) ** 2))))
@@ -95,14 +115,14 @@ def relax_step(state: RelaxState, positions: np.ndarray, forces: np.ndarray,
       bs = hessian @ s
       hessian = hessian + np.outer(y, y) / ys - np.outer(bs, bs) / float(s @ bs)
       updates += 1
-    else:
-      skipped += 1
-  # Newton step on the model, in the space orthogonal to translations (B is singular
-  # there once it has learnt that translations cost nothing).
-  step = np.linalg.lstsq(hessian, f.reshape(-1), rcond=1e-8)[0].reshape(x.shape)
+    else:  # keep the old anchor: the next secant has a longer baseline
+      anchor, skipped = state, skipped + 1
+  # B stays positive definite (updates only with y.s > 0); translations keep the guess's
+  # curvature, and the step's net translation is removed.
+  step = np.linalg.solve(hessian, f.reshape(-1)).reshape(x.shape)
   step -= np.mean(step, axis=0)
   longest = float(np.max(np.linalg.norm(step, axis=1)))
   if longest > opts.trust_radius:
     step *= opts.trust_radius / longest
-  return RelaxState(positions=x, forces=np.asarray(forces, np.float64), errors=err,
+  return RelaxState(positions=anchor.positions, forces=anchor.forces, errors=anchor.errors,
                     hessian=hessian, updates=updates, skipped=skipped), x + step

@@ -37,7 +37,9 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from vmc import checkpoint, config as config_lib, geometry, provenance, train, writers
+from vmc import analysis, checkpoint, config as config_lib, geometry, parallel, provenance
+from vmc import train, writers
+from vmc.errors import ConfigError
 from vmc.config import Spec
 
 Geometry = list[tuple[str, tuple[float, float, float]]]  # [(symbol, (x, y, z) bohr)]
@@ -79,6 +81,7 @@ def run_point(base: Any, atoms: Geometry, folder: str,
   """Trains and evaluates one geometry in `folder` (see the module docstring); returns
   its result record, or None if a signal stopped it (run the same call again).
   `warm_from`: a training run's folder to warm-start from (None: a cold start)."""
+  _check_geometry(folder, atoms)
   done = _read_json(os.path.join(folder, 'eval', 'summary.json'))
   if done is None:
     overrides: dict[str, Any] = {'log.save_path': os.path.join(folder, 'train')}
@@ -115,8 +118,28 @@ def run_point(base: Any, atoms: Geometry, folder: str,
   }
 
 
+def _check_geometry(folder: str, atoms: Geometry) -> None:
+  """Refuses a point folder that holds runs of another geometry (a changed list of
+  geometries given with the same output folder)."""
+  for run in ('eval', 'train'):
+    path = os.path.join(folder, run, 'config.json')
+    if not os.path.exists(path):
+      continue
+    theirs = analysis.system_of(os.path.join(folder, run))
+    same = ([a.symbol for a in theirs.atoms] == [s for s, _ in atoms] and np.allclose(
+        theirs.positions, np.array([c for _, c in atoms], np.float64), atol=1e-6))
+    if not same:
+      raise ConfigError(
+          f'{folder} holds a run of {[(a.symbol, a.coords) for a in theirs.atoms]} (bohr), '
+          f'not of {atoms}: the geometries differ from the ones this folder was started '
+          'with; give them as before, or a new output folder')
+
+
 def write_records(out_dir: str, name: str, points: Sequence[dict], extra: dict) -> None:
-  """<name>.json and (with ASE) <name>.extxyz of the points so far, each atomically."""
+  """<name>.json and (with ASE) <name>.extxyz of the points so far, each atomically
+  (process 0 only)."""
+  if not parallel.is_main():
+    return
   record = {'units': {'energy': 'hartree', 'positions': 'bohr', 'forces': 'hartree/bohr',
                       'time': 'seconds'},
             **extra, 'points': list(points), 'provenance': provenance.record()}
@@ -193,6 +216,11 @@ def relax(base: Any, start: Geometry, out_dir: str, plan: PointPlan,
   saved = _read_json(path)
   symbols = [s for s, _ in start]
   if saved is not None:
+    first = np.array(saved['points'][0]['positions']) if saved['points'] else None
+    if first is not None and not np.allclose(first, [c for _, c in start], atol=1e-6):
+      raise ConfigError(f'{path} is a relaxation that started from {first.tolist()} (bohr), '
+                        'not from the geometry given now; give that geometry, or a new '
+                        'output folder')
     points = saved['points']
     state = geometry.RelaxState.from_json(saved['state'])
     positions = np.asarray(saved['next_positions'])
@@ -223,7 +251,7 @@ def relax(base: Any, start: Geometry, out_dir: str, plan: PointPlan,
     write_records(out_dir, 'relax', points, extra)
     logging.info('relaxation step %d: E = %.6f +- %.6f Ha, max |F| = %.5f Ha/bohr%s', k,
                  result['energy'], result['energy_error'],
-                 float(np.max(np.abs(forces - forces.mean(0)))),
+                 float(np.max(np.abs(geometry.translation_free(forces, errors)[0]))),
                  ' (zero within error bars: converged)' if done else '')
     if done:
       break
