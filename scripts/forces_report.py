@@ -81,11 +81,13 @@ def relax_table(title: str, record: dict, minimum: float | None) -> list[str]:
     lines.append(f'| {k} | {r:.4f} | {p["energy"]:.6f} ± {p["energy_error"]:.6f} | '
                  f'{f:+.5f} ± {e:.5f} | {p["train_iterations"]} | {seconds:.0f} |')
   r_final, _ = _bond(record['points'][-1])
+  r_model, _ = _bond({'positions': record['next_positions']})
+  ref = (lambda r: f' ({r - minimum:+.4f} from the reference minimum {minimum:.4f})'
+         if minimum is not None else '')
   lines.append('')
-  lines.append(f'Converged: {record.get("converged")}; final R = {r_final:.4f} bohr'
-               + (f', {r_final - minimum:+.4f} from the reference minimum {minimum:.4f}'
-                  if minimum is not None else '')
-               + f'; {total:.0f} s of training and evaluation in all.')
+  lines.append(f'Converged: {record.get("converged")}; last R = {r_final:.4f} bohr'
+               f'{ref(r_final)}; the model\'s minimum (the next step) R = {r_model:.4f}'
+               f'{ref(r_model)}; {total:.0f} s of training and evaluation in all.')
   return lines + ['']
 
 

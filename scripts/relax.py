@@ -6,8 +6,8 @@
 Each step trains the wavefunction at the current geometry (the first from the config's
 pretraining and optim.iterations, later ones warm-started from the step before for
 --warm_iterations; --warm_from starts the first step from an existing run), evaluates energy and forces for --eval_iterations, and moves the
-nuclei; it stops when every force is zero within --sigmas error bars, or after
---max_steps. <out>/relax.json and relax.extxyz hold the trajectory (vmc.scans); the same
+nuclei; it stops when every force is zero within --sigmas error bars and the next step
+would move no atom more than --step_tolerance, or after --max_steps. <out>/relax.json and relax.extxyz hold the trajectory (vmc.scans); the same
 command continues an interrupted relaxation.
 """
 
@@ -36,6 +36,8 @@ _HESSIAN = flags.DEFINE_float('hessian_guess', 0.5, 'initial Hessian model, hart
                               'times the identity')
 _SIGMAS = flags.DEFINE_float('sigmas', 2.0, 'converged when every force is below this many '
                              'error bars')
+_STEP_TOL = flags.DEFINE_float('step_tolerance', 0.01, '... and the next step moves no atom '
+                               'further than this (bohr)')
 
 
 def job(cfg) -> None:
@@ -51,12 +53,13 @@ def job(cfg) -> None:
                        scans.PointPlan(warm_iterations=_WARM.value,
                                        eval_iterations=_EVAL.value),
                        geometry.RelaxOptions(hessian_guess=_HESSIAN.value,
-                                             trust_radius=_TRUST.value, sigmas=_SIGMAS.value),
+                                             trust_radius=_TRUST.value, sigmas=_SIGMAS.value,
+                                             step_tolerance=_STEP_TOL.value),
                        max_steps=_STEPS.value, warm_from=_FROM.value or None)
   if record is not None:
     last = record['points'][-1]
-    logging.info('final geometry (bohr): %s; converged: %s', last['positions'],
-                 record['converged'])
+    logging.info('last geometry (bohr): %s; the model\'s minimum: %s; converged: %s',
+                 last['positions'], record['next_positions'], record['converged'])
 
 
 if __name__ == '__main__':

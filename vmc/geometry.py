@@ -20,7 +20,9 @@ VMC, made to live with their noise:
   the first) is kept when an update is skipped, so the baseline grows until the secant
   stands out of the noise;
 - converged when every component of the translation-free forces is zero within `sigmas`
-  error bars.
+  error bars and the model's next step moves no atom further than `step_tolerance` (for
+  a soft bond, forces zero within their errors still leave the minimum uncertain by
+  error / curvature).
 Rotations are not projected out: noise in the perpendicular forces turns the molecule a
 little, which changes no energy.
 """
@@ -52,6 +54,7 @@ class RelaxOptions:
   hessian_guess: float = 0.5  # hartree/bohr^2: B = this times the identity at the start
   trust_radius: float = 0.2  # bohr: largest move of any atom in one step
   sigmas: float = 2.0  # converged when every |F| < sigmas * its error bar
+  step_tolerance: float = 0.01  # bohr: ... and the next step moves no atom further
 
 
 @dataclasses.dataclass
@@ -93,6 +96,13 @@ def converged(forces: np.ndarray, errors: np.ndarray, sigmas: float = 2.0) -> bo
   """Every component of the translation-free forces zero within `sigmas` error bars."""
   f, err = translation_free(forces, errors)
   return bool(np.all(np.abs(f) <= sigmas * err))
+
+
+def done(positions: np.ndarray, forces: np.ndarray, errors: np.ndarray,
+         next_positions: np.ndarray, opts: RelaxOptions) -> bool:
+  """The relaxation's stopping rule: forces zero within error bars, next step small."""
+  move = float(np.max(np.linalg.norm(np.asarray(next_positions) - positions, axis=1)))
+  return converged(forces, errors, opts.sigmas) and move <= opts.step_tolerance
 
 
 def relax_step(state: RelaxState, positions: np.ndarray, forces: np.ndarray,

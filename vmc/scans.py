@@ -244,15 +244,17 @@ def relax(base: Any, start: Geometry, out_dir: str, plan: PointPlan,
                       'continue', k)
       return None
     forces, errors = np.asarray(result['forces']), np.asarray(result['forces_error'])
-    state, positions = geometry.relax_step(state, positions, forces, errors, opts)
+    measured_at = positions
+    state, positions = geometry.relax_step(state, measured_at, forces, errors, opts)
     points.append(result)
-    done = geometry.converged(forces, errors, opts.sigmas)
+    done = geometry.done(measured_at, forces, errors, positions, opts)
     extra.update(state=state.to_json(), next_positions=positions.tolist(), converged=done)
     write_records(out_dir, 'relax', points, extra)
     logging.info('relaxation step %d: E = %.6f +- %.6f Ha, max |F| = %.5f Ha/bohr%s', k,
                  result['energy'], result['energy_error'],
                  float(np.max(np.abs(geometry.translation_free(forces, errors)[0]))),
-                 ' (zero within error bars: converged)' if done else '')
+                 ' (zero within error bars, next step below tolerance: converged)'
+                 if done else '')
     if done:
       break
   else:
