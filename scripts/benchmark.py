@@ -8,8 +8,11 @@ Every case runs in its own subprocess (so compile caches and peak memory are its
 rounds go through all cases in turn, so slow drifts of the machine hit every case alike.
 Per case: the median and spread (min, max over rounds) of the per-round median seconds per
 iteration, compile seconds (first iteration), peak memory (host RSS on CPU, device peak on
-GPU) and walker-steps per second (batch * mcmc.steps / s). --profile also times the
-Metropolis sampling and the local energy alone; the optimizer's share is the remainder.
+GPU), walker-steps per second (batch * mcmc.steps / s) and the median variance of the
+local energy over the timed iterations. --pp off,ccecp times each system all-electron and
+with ccECP pseudopotentials (docs/pseudopotentials.md). --profile also times the
+Metropolis sampling and the local energy alone (and, with --pp ccecp, its nonlocal ECP
+term alone); the optimizer's share is the remainder.
 Systems: atoms by symbol (He, Li, Be, C, N, O, Ne, ...) and molecules from
 vmc.systems.MOLECULES (H2, LiH, N2, ...). Networks, read from their configs: `small` is
 the quickstart FermiNet (vmc.config.get_config: 2 layers (32, 8), 4 determinants),
@@ -68,6 +71,7 @@ def make_config(case: dict):
   cfg.optim.local_energy_chunk_size = case['chunk']
   cfg.mcmc.steps = case['mcmc_steps']
   cfg.pretrain.method = 'none'
+  cfg.system.use_pp = case.get('pp') == 'ccecp'
   cfg.debug.seed = 7
   return cfg
 
@@ -103,20 +107,23 @@ def run_case(case: dict) -> dict:
   state, stats = trainer.step(state)
   jax.block_until_ready((state, stats))
   compile_s = time.perf_counter() - start
-  times = []
+  times, variances = [], []
   for _ in range(case['iterations']):
     start = time.perf_counter()
     state, stats = trainer.step(state)
     jax.block_until_ready((state, stats))
     times.append(time.perf_counter() - start)
+    variances.append(float(parallel.first(stats.variance)))
   result = dict(
-      system=case['system'], electrons=spec.system.n_electrons,
+      system=case['system'] + (' (ccECP)' if spec.pp else ''),
+      hamiltonian=spec.system.hamiltonian, electrons=spec.system.n_electrons,
       batch=case['batch_size'], network=case['network'],
       params=networks.count_parameters(parallel.first(state.params)),
       laplacian=case['laplacian'], optimizer=case['optimizer'], chunk=case['chunk'],
       devices=jax.device_count(), platform=jax.devices()[0].platform,
       s_per_iter=statistics.median(times), compile_s=compile_s,
-      energy=float(parallel.first(stats.energy)))
+      energy=float(parallel.first(stats.energy)),
+      variance=statistics.median(variances))
   if case['profile']:
     p_energy = parallel.pmap(model.objective.local_energy)
     p_mcmc = parallel.pmap(model.sampler.step)
@@ -127,6 +134,14 @@ def run_case(case: dict) -> dict:
                                  for _ in range(3))
     result.update(mcmc_s=t_mcmc, local_energy_s=t_energy,
                   optimizer_s=result['s_per_iter'] - t_mcmc - t_energy)
+    if spec.pp:  # the nonlocal ECP term's share of the local energy
+      from vmc import pseudopotential
+      term = pseudopotential.nonlocal_term(model.network.sampling_apply, spec.system,
+                                           spec.pp.quadrature)
+      p_nonlocal = parallel.pmap(term)
+      _timed(p_nonlocal, state.params, state.mcmc.x, state.key)
+      result['nonlocal_s'] = statistics.median(
+          _timed(p_nonlocal, state.params, state.mcmc.x, state.key) for _ in range(3))
   result['peak_memory_gb'] = _peak_memory_gb()
   return result
 
@@ -190,6 +205,8 @@ def main(argv=None):
   parser.add_argument('--rounds', type=int, default=1, help='repeats of every case')
   parser.add_argument('--mcmc_steps', type=int, default=10)
   parser.add_argument('--chunk', type=int, default=0, help='optim.local_energy_chunk_size')
+  parser.add_argument('--pp', default='off', help="'off', 'ccecp' or both ('off,ccecp'): "
+                      'all-electron, or with ccECP pseudopotentials on the atoms beyond He')
   parser.add_argument('--profile', action='store_true',
                       help='also time MCMC and the local energy alone')
   parser.add_argument('--output', help='also append the JSON lines to this file')
@@ -210,10 +227,13 @@ def main(argv=None):
   unknown = [n for n in args.network.split(',') if n not in NETWORKS]
   if unknown:
     parser.error(f'--network {",".join(unknown)}: unknown; use some of {", ".join(NETWORKS)}')
+  if not set(args.pp.split(',')) <= {'off', 'ccecp'}:
+    parser.error(f"--pp {args.pp}: use 'off', 'ccecp' or 'off,ccecp'")
   cases = [dict(system=s, network=n, laplacian=l, optimizer=o,
                 batch_size=args.batch_size, iterations=args.iterations,
-                mcmc_steps=args.mcmc_steps, chunk=args.chunk, profile=args.profile)
-           for s in args.system.split(',') for n in args.network.split(',')
+                mcmc_steps=args.mcmc_steps, chunk=args.chunk, profile=args.profile, pp=pp)
+           for s in args.system.split(',') for pp in args.pp.split(',')
+           for n in args.network.split(',')
            for o in args.optimizer.split(',') for l in args.laplacian.split(',')]
   runs = [[] for _ in cases]
   for _ in range(args.rounds):
@@ -237,10 +257,11 @@ def main(argv=None):
         peak_memory_gb=round(max(r['peak_memory_gb'] for r in results), 3),
         walker_steps_per_s=round(
             case['batch_size'] * case['mcmc_steps'] / statistics.median(per_round), 1))
-    for key in ('mcmc_s', 'local_energy_s', 'optimizer_s'):
+    for key in ('mcmc_s', 'local_energy_s', 'optimizer_s', 'nonlocal_s'):
       if key in out:
         out[key] = round(statistics.median(r[key] for r in results), 4)
     out['energy'] = round(out['energy'], 5)
+    out['variance'] = round(statistics.median(r['variance'] for r in results), 5)
     line = json.dumps(out)
     print(line, flush=True)
     if args.output:

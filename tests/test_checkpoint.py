@@ -67,7 +67,7 @@ def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config, 
   model = iteration.build(spec)
   e_l = hamiltonian.make_local_energy(model.network.apply, spec.system)
 
-  def poisoned(params, x):
+  def poisoned(params, x, key=None):
     e = jax.vmap(e_l, in_axes=(None, 0))(params, x)
     bad = jnp.mod(x[0, 0] * 10.0, 1.0) < 0.15
     return e.at[0].set(jnp.where(bad, jnp.nan, e[0]))

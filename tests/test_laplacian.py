@@ -17,6 +17,8 @@ CASES = [
     (dict(atom='H', electrons=(1, 0)), True),  # no down electrons, no pairs
     (dict(atom='N', electrons=(7, 0)), False),  # spin-polarized, one spin channel
     (dict(molecule='H2'), True),
+    # NaH with a ccECP on Na only: a softened distance at one nucleus, the plain one at H.
+    (dict(molecule=[('Na', (0, 0, 0)), ('H', (0, 0, 3.6))], pseudopotential='ccecp'), True),
 ]
 
 
@@ -135,6 +137,9 @@ def test_sampling_logabs_equals_the_module(full_det, make_tiny_config):
   batch = lambda f: jax.jit(jax.vmap(f, in_axes=(None, 0)))(params, x)
   np.testing.assert_allclose(batch(net.sampling_logabs), batch(net.logabs), rtol=1e-5,
                              atol=1e-5)
+  sign, log = batch(net.sampling_apply)  # with the sign (pseudopotential ratios)
+  np.testing.assert_array_equal(sign, batch(net.apply)[0])
+  np.testing.assert_allclose(log, batch(net.logabs), rtol=1e-5, atol=1e-5)
 
 
 def test_kfac_runs_the_same_with_both_laplacians(tmp_path, make_tiny_config):

@@ -12,8 +12,7 @@ def _setup(make_tiny_config, clip):
   params = net.init(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (1, 32, 9)) * 1.5
   batch_logabs = jax.vmap(net.logabs, in_axes=(None, 0))
-  batch_el = jax.vmap(hamiltonian.make_local_energy(net.apply, system, 'loop'),
-                      in_axes=(None, 0))
+  batch_el = hamiltonian.batched(hamiltonian.make_local_energy(net.apply, system, 'loop'))
   loss_fn = loss.make_objective(batch_logabs, batch_el, clip).loss
   return params, x, batch_logabs, batch_el, loss_fn
 

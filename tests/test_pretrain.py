@@ -165,3 +165,12 @@ def test_sigterm_during_pretraining_stops_cleanly_and_the_rerun_starts_it_again(
   assert rows[0].startswith('step,') and [r.split(',')[0] for r in rows[1:]] == [
       '0', '1', '2', '3', '4']
   assert [s for s, _ in checkpoint.list_checkpoints(str(out))] == [0, 2]
+
+
+def test_ecp_atoms_get_the_ecp_basis_and_a_missing_one_is_a_config_error():
+  nacl = systems.make_system(molecule=[('Na', (0, 0, 0)), ('Cl', (0, 0, 4.46))],
+                             pseudopotential='ccecp', pp_symbols=('Na',))
+  mol = pretrain._molecule(nacl, 'sto-3g', 'ccecp-cc-pvdz')
+  assert mol.nelectron == 18 and sorted(mol._ecp) == ['Na']  # Na: 1 valence electron
+  with pytest.raises(ConfigError, match="system.pp.basis='no-such-basis'"):
+    pretrain.check_basis(nacl, 'sto-3g', 'no-such-basis')

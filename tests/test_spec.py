@@ -153,6 +153,7 @@ def test_unknown_system_keys_are_errors():
 # them) lets a value of the wrong type through to the checks, which must catch it too.
 NAN = float('nan')
 MOLECULE = {'system.atom': ''}
+PP = {'system.atom': 'Na', 'system.use_pp': True}
 BAD_VALUES = {
     'batch_size': [0, -1, 2.5, 2**31],
     'system.atom': ['Xx', 5],
@@ -163,6 +164,11 @@ BAD_VALUES = {
     'system.charge': [2, 1.5],
     'system.spin': [1, -2],
     'system.electrons': [(1,), (-1, 1), (2, 1, {'system.charge': 1})],
+    'system.use_pp': ['yes', True],  # True on He: no atom to put a pseudopotential on
+    'system.pp.type': [('bfd', PP)],
+    'system.pp.basis': [(5, PP)],
+    'system.pp.symbols': [(('Cl',), PP), ((1,), PP)],
+    'system.pp.quadrature': [('lebedev', PP)],
     'network.network_type': ['mlp'],
     'network.determinants': [0, 1.5],
     'network.full_det': ['yes'],

@@ -126,7 +126,7 @@ def summarize_run(run_dir: str, window: float | None = None) -> dict:
     return {}
   evaluation = name == 'eval_stats.csv'
   system = system_of(run_dir)
-  summary: dict[str, Any] = dict(system=system.name,
+  summary: dict[str, Any] = dict(system=system.name, hamiltonian=system.hamiltonian,
                                  mode='evaluation' if evaluation else 'training')
   summary.update(summarize_stats(
       stats, window=window if window is not None else (1.0 if evaluation else 0.2)))
@@ -159,7 +159,8 @@ def summary_lines(summary: dict) -> list[str]:
              f'{summary["tau"]:.1f} iterations)')
   else:
     error = ' Ha (too few iterations for an error bar)'
-  line = (f'energy over the last {summary["window_iterations"]} iterations: '
+  hamiltonian = summary.get('hamiltonian', 'all-electron')
+  line = (f'energy ({hamiltonian}) over the last {summary["window_iterations"]} iterations: '
           f'{summary["energy"]:.6f}{error}')
   if summary.get('reference_energy') is not None:
     line += (f'; {summary["reference_kind"]} reference {summary["reference_energy"]:.6f} Ha '

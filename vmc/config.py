@@ -49,6 +49,18 @@ def _system_and_network() -> dict:
         'charge': 0,
         'spin': placeholder(int),  # 2S; None: Hund's rule for atoms, lowest for molecules
         'electrons': placeholder(tuple),  # (n_up, n_down); overrides charge and spin
+        # Effective core potentials (docs/pseudopotentials.md): the elements in pp.symbols
+        # (empty: every atom beyond He) lose their core electrons to a pp.type ECP.
+        'use_pp': False,
+        'pp': {
+            'type': 'ccecp',  # from PySCF's tables
+            'basis': 'ccecp-cc-pVDZ',  # Hartree-Fock basis of the ECP atoms (pretraining)
+            'symbols': (),
+            # Rule for the nonlocal angular integral, randomly rotated per electron and
+            # iteration: 'octahedron' (6 points, exact to degree 3), 'icosahedron' (12,
+            # degree 5), 'icosahedron32' (32, degree 9).
+            'quadrature': 'icosahedron',
+        },
     },
     'network': {
         'network_type': 'ferminet',  # 'ferminet' or 'psiformer'
@@ -284,6 +296,14 @@ def _optional(check: Check) -> Check:
   return lambda value, key: None if value is None else check(value, key)
 
 
+def _symbols(value: Any, key: str) -> tuple[str, ...]:
+  if isinstance(value, str):
+    value = tuple(v for v in value.replace(',', ' ').split() if v)
+  if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+    raise ConfigError(f"{key}={value!r} must be element symbols, e.g. ('Na', 'Cl') or 'Na,Cl'")
+  return tuple(value)
+
+
 def _widths(value: Any, key: str) -> tuple[int, ...]:
   """A non-empty list of positive integer layer widths."""
   try:
@@ -429,6 +449,15 @@ class OptimSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PPSpec:
+  """The `system.pp` section (read with system.use_pp; the system holds the ECP atoms)."""
+  type: str = _key(_one_of('ccecp'))
+  basis: str = _key(_text)
+  symbols: tuple[str, ...] = _key(_symbols)
+  quadrature: str = _key(_one_of('octahedron', 'icosahedron', 'icosahedron32'))
+
+
+@dataclasses.dataclass(frozen=True)
 class PretrainSpec:
   method: str = _key(_one_of('hf', 'none'))
   iterations: int = _key(_NON_NEGATIVE)
@@ -483,6 +512,7 @@ class Spec:
   """A checked, resolved run description: everything downstream reads this, not the
   ConfigDict. Field names are the config's section and key names."""
   system: systems.System
+  pp: PPSpec | None  # system.pp when system.use_pp, else None
   batch_size: int
   network: NetworkSpec
   mcmc: SamplerSpec
@@ -526,7 +556,14 @@ _SECTIONS = {'network': NetworkSpec, 'mcmc': SamplerSpec, 'optim': OptimSpec,
              'distributed': DistributedSpec, 'debug': DebugSpec}
 
 
-_SYSTEM_KEYS = ('atom', 'molecule', 'units', 'charge', 'spin', 'electrons')
+_SYSTEM_KEYS = ('atom', 'molecule', 'units', 'charge', 'spin', 'electrons', 'use_pp', 'pp')
+
+
+def _pp(s: ml_collections.ConfigDict) -> PPSpec | None:
+  """system.pp when system.use_pp (a config of an older version has neither key)."""
+  if not _boolean(s.get('use_pp', False), 'system.use_pp'):
+    return None
+  return typing.cast(PPSpec, _build(PPSpec, s.pp, 'system.pp.'))
 
 
 def resolve_system(cfg: ml_collections.ConfigDict) -> systems.System:
@@ -541,8 +578,11 @@ def _system(s: ml_collections.ConfigDict) -> systems.System:
                       'are in vmc/config.py')
   units = _one_of('bohr', 'angstrom')(s.units, 'system.units')
   charge = _integer(-1000)(s.charge, 'system.charge')
+  pp = _pp(s)
   return systems.make_system(atom=s.atom or None, molecule=s.molecule, charge=charge,
-                             spin=s.spin, electrons=s.electrons, units=units)
+                             spin=s.spin, electrons=s.electrons, units=units,
+                             pseudopotential=pp.type if pp else '',
+                             pp_symbols=pp.symbols if pp else ())
 
 
 def resolve_variant(cfg: ml_collections.ConfigDict, overrides: dict[str, Any]) -> Spec:
@@ -574,5 +614,13 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   if pre.method == 'hf' and pre.iterations == 0:
     raise ConfigError("pretrain.iterations=0 with pretrain.method='hf'; give a positive "
                       "count or set pretrain.method='none'")
-  return Spec(system=_system(cfg.system), batch_size=_POSITIVE(cfg.batch_size, 'batch_size'),
+  system = _system(cfg.system)
+  if system.pseudopotential and net.envelope_type == 'diagonal':
+    raise ConfigError("network.envelope_type='diagonal' with system.use_pp: its envelopes "
+                      "keep a cusp at the ECP nuclei; use 'isotropic'")
+  if system.pseudopotential and sections['observables'].forces:
+    raise ConfigError('observables.forces with system.use_pp: the force estimators are '
+                      'all-electron only; set one of them to False')
+  return Spec(system=system, pp=_pp(cfg.system),
+              batch_size=_POSITIVE(cfg.batch_size, 'batch_size'),
               config_json=cfg.to_json_best_effort(indent=2), **dict(sections, network=net))

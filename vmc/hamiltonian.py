@@ -7,8 +7,11 @@ V   = -sum_iI Z_I / |r_i - R_I| + sum_{i<j} 1 / |r_i - r_j| + sum_{I<J} Z_I Z_J 
 
 Every term is an `EnergyTerm` (params, x) -> hartree of one walker x (n_electrons * 3,),
 built from the wavefunction (sign, log|psi|) and the system; `make_local_energy` adds them
-up. A term that needs wavefunction ratios psi(x')/psi(x) (a nonlocal pseudopotential)
-gets them from the same wavefunction; another Hamiltonian term is one more function here.
+up. With pseudopotentials the nuclei carry effective charges, the local ECP channel is
+one more such term, and the nonlocal one (wavefunction ratios psi(x')/psi(x) on a randomly
+rotated quadrature, vmc.pseudopotential) is a batch term that `batched` adds: it takes
+the whole batch and an RNG key, so that it evaluates only the electrons near an ECP
+nucleus.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmc import systems
-from vmc.types import Array, EnergyTerm, LaplacianFn, LocalEnergyFn, Params, WavefunctionFn
+from vmc.types import (Array, BatchEnergyFn, EnergyTerm, LaplacianFn, LocalEnergyFn, Params,
+                       PRNGKey, WavefunctionFn)
 
 ScalarFn = Callable[[Array], Array]  # x (3N,) -> log|psi| of one walker, fixed parameters
 
@@ -126,10 +130,21 @@ def make_local_energy(wavefunction: WavefunctionFn, system: systems.System,
   return local_energy
 
 
-def batched(local_energy: LocalEnergyFn,
-            chunk_size: int = 0) -> Callable[[Params, Array], Array]:
-  """(params, x (batch, 3N)) -> (batch,), all walkers at once or `chunk_size` at a time."""
+def batched(local_energy: LocalEnergyFn, chunk_size: int = 0,
+            batch_terms: Sequence[BatchEnergyFn] = ()) -> BatchEnergyFn:
+  """(params, x (batch, 3N), key=None) -> E_L (batch,): the per-walker `local_energy` of
+  all walkers at once or `chunk_size` at a time, plus the `batch_terms` (which draw their
+  random numbers from `key`; None: their deterministic form)."""
   if chunk_size <= 0:
-    return jax.vmap(local_energy, in_axes=(None, 0))
-  return lambda params, x: jax.lax.map(lambda xi: local_energy(params, xi), x,
-                                       batch_size=chunk_size)
+    per_walker = jax.vmap(local_energy, in_axes=(None, 0))
+  else:
+    per_walker = lambda params, x: jax.lax.map(lambda xi: local_energy(params, xi), x,
+                                               batch_size=chunk_size)
+
+  def batch_local_energy(params: Params, x: Array, key: PRNGKey | None = None) -> Array:
+    total = per_walker(params, x)
+    for k, term in enumerate(batch_terms):
+      total = total + term(params, x, None if key is None else jax.random.fold_in(key, k))
+    return total
+
+  return batch_local_energy

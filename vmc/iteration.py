@@ -26,7 +26,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from vmc import hamiltonian, loss, mcmc, networks, optimizers, parallel
+from vmc import hamiltonian, loss, mcmc, networks, optimizers, parallel, pseudopotential
 from vmc.config import Spec
 from vmc.types import (MCMCState, Objective, Optimizer, OptState, PRNGKey, Sampler,
                        StepStats, TrainState)
@@ -122,10 +122,17 @@ def build(spec: Spec) -> Model:
   """Network, sampler, objective, optimizer and the composed iteration of a spec."""
   network = networks.make_network(spec.system, spec.network)
   batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
+  ecp, nonlocal_terms = [], []
+  if spec.pp is not None:  # the effective charges are in spec.system already
+    ecp = [pseudopotential.local_term(spec.system)]
+    # The wavefunction ratios go through the network's cheaper forward path.
+    nonlocal_terms = [pseudopotential.nonlocal_term(network.sampling_apply, spec.system,
+                                                    spec.pp.quadrature)]
   local_energy = hamiltonian.make_local_energy(network.apply, spec.system,
-                                               spec.optim.laplacian, network.laplacian)
+                                               spec.optim.laplacian, network.laplacian, ecp)
   objective = loss.make_objective(
-      batch_logabs, hamiltonian.batched(local_energy, spec.optim.local_energy_chunk_size),
+      batch_logabs,
+      hamiltonian.batched(local_energy, spec.optim.local_energy_chunk_size, nonlocal_terms),
       spec.optim.clip_local_energy)
   # The sampler evaluates the same log|psi| through the network's cheaper path.
   sampler = mcmc.make_sampler(jax.vmap(network.sampling_logabs, in_axes=(None, 0)),

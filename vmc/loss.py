@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from vmc import parallel
-from vmc.types import Array, AuxData, LogAbsFn, LossFn, Objective, OutputHook, Params, PRNGKey
+from vmc.types import (Array, AuxData, BatchEnergyFn, LogAbsFn, LossFn, Objective, OutputHook,
+                       Params, PRNGKey)
 
 __all__ = ['AuxData', 'clip_local_energy', 'make_objective']
 
@@ -29,11 +30,12 @@ def clip_local_energy(e_l: Array, width: float) -> Array:
   return jnp.clip(e_l, median - width * mad, median + width * mad)
 
 
-def make_objective(batch_logabs: LogAbsFn, batch_local_energy: LogAbsFn,
+def make_objective(batch_logabs: LogAbsFn, batch_local_energy: BatchEnergyFn,
                    clip_width: float) -> Objective:
   """The VMC objective; every function acts on one device's batch (call inside pmap).
 
-  batch_logabs(params, x (batch, 3N)) -> (batch,); batch_local_energy likewise.
+  batch_logabs(params, x (batch, 3N)) -> (batch,); batch_local_energy(params, x, key)
+  likewise, the key for its stochastic terms (the loss's key).
   """
 
   def make_loss(output_hook: OutputHook | None = None) -> LossFn:
@@ -41,8 +43,7 @@ def make_objective(batch_logabs: LogAbsFn, batch_local_energy: LogAbsFn,
 
     @jax.custom_jvp
     def loss(params: Params, key: PRNGKey, x: Array) -> tuple[Array, AuxData]:
-      del key
-      e_l = batch_local_energy(params, x)
+      e_l = batch_local_energy(params, x, key)
       energy = parallel.pmean(jnp.mean(e_l))
       variance = parallel.pmean(jnp.mean((e_l - energy) ** 2))
       return energy, AuxData(variance=variance, local_energy=e_l)

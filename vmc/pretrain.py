@@ -63,34 +63,51 @@ class HartreeFock:
     return out
 
 
-def _molecule(system: systems.System, basis: str):
+def basis_label(system: systems.System, basis: str, pp_basis: str = '') -> str:
+  """The basis as logged and cached, e.g. 'ccpvdz' or 'ccpvdz, ccecp[Na] ccecp-cc-pVDZ'."""
+  if not system.pseudopotential:
+    return basis
+  return f'{basis}, {system.hamiltonian} {pp_basis}'
+
+
+def _molecule(system: systems.System, basis: str, pp_basis: str = ''):
+  """The PySCF molecule: `basis` on all-electron atoms, `pp_basis` (and the ECP) on the
+  atoms with a pseudopotential."""
   from pyscf import gto
+  ecp_symbols = {a.symbol for a in system.atoms if a.ecp}
+  basis_of = {a.symbol: pp_basis if a.symbol in ecp_symbols else basis for a in system.atoms}
   try:
     return gto.M(atom=[(a.symbol, a.coords) for a in system.atoms], unit='bohr',
-                 basis=basis, charge=system.charge, spin=system.spin, verbose=0)
+                 basis=basis_of, ecp={s: system.pseudopotential for s in ecp_symbols},
+                 charge=system.charge, spin=system.spin, verbose=0)
   except Exception as e:  # PySCF raises several types for a missing basis or element.
+    what = f'pretrain.basis={basis!r}' + (
+        f' with system.pp.basis={pp_basis!r}' if ecp_symbols else '')
     raise ConfigError(
-        f'pretrain.basis={basis!r} cannot be built for {system.name} '
+        f'{what} cannot be built for {system.name} '
         f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}); choose a basis '
-        "that covers every element (e.g. 'ccpvdz', 'sto-3g') or pretrain.method='none'"
-        ) from None
+        "that covers every element (e.g. 'ccpvdz', 'sto-3g'; 'ccecp-cc-pVDZ' for ccECP "
+        "atoms) or pretrain.method='none'") from None
 
 
-def check_basis(system: systems.System, basis: str) -> None:
+def check_basis(system: systems.System, basis: str, pp_basis: str = '') -> None:
   """Raises ConfigError now if PySCF cannot build `basis` for the system."""
-  _molecule(system, basis)
+  _molecule(system, basis, pp_basis)
 
 
 def hartree_fock(system: systems.System, basis: str, open_shell: str = 'uhf',
-                 cache_dir: str | None = None, write_cache: bool = True) -> HartreeFock:
+                 cache_dir: str | None = None, write_cache: bool = True,
+                 pp_basis: str = '') -> HartreeFock:
   """RHF for closed shells, UHF/ROHF for open shells, loaded from `cache_dir` if there
-  (and written there unless write_cache is False: see `write_cache`).
+  (and written there unless write_cache is False: see `write_cache`). Atoms with a
+  pseudopotential get it and the basis `pp_basis`.
 
   In a multi-process run, process 0 solves (and caches) and the others receive its
   orbitals, so every process fits the same targets. Raises ConfigError if PySCF cannot
   build the basis or the SCF does not converge.
   """
-  mol = _molecule(system, basis)
+  mol = _molecule(system, basis, pp_basis)
+  basis = basis_label(system, basis, pp_basis)
   method = 'RHF' if system.spin == 0 else open_shell.upper()
   if method not in ('RHF', 'UHF', 'ROHF'):
     raise ConfigError(f"pretrain.open_shell={open_shell!r} is not known; use 'uhf' or 'rohf'")

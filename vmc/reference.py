@@ -1,4 +1,7 @@
-"""Exact and reference energies shipped with vmc (vmc/data/energies.csv, with sources)."""
+"""Exact and reference energies shipped with vmc, with sources: all-electron ones in
+vmc/data/energies.csv, those of pseudopotential Hamiltonians apart in
+vmc/data/energies_ecp.csv (an energy with an ECP is not comparable with an all-electron
+one; its `hamiltonian` column names the ECP and the elements that carry it)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import numpy as np
 from vmc import systems
 
 _PATH = os.path.join(os.path.dirname(__file__), 'data', 'energies.csv')
+_ECP_PATH = os.path.join(os.path.dirname(__file__), 'data', 'energies_ecp.csv')
 
 
 class Reference(NamedTuple):
@@ -21,9 +25,9 @@ class Reference(NamedTuple):
   hf_limit: float | None
 
 
-@functools.lru_cache(maxsize=1)
-def table() -> tuple[dict, ...]:
-  with open(_PATH, newline='') as f:
+@functools.lru_cache(maxsize=2)
+def table(ecp: bool = False) -> tuple[dict, ...]:
+  with open(_ECP_PATH if ecp else _PATH, newline='') as f:
     return tuple(csv.DictReader(f))
 
 
@@ -36,9 +40,12 @@ def _geometry(text: str) -> list[tuple[str, np.ndarray]]:
 
 
 def lookup(system: systems.System, tol: float = 1e-3) -> Reference | None:
-  """The table's entry for this system: same name, electrons and (for molecules) geometry."""
-  for row in table():
+  """The table's entry for this system: same name, Hamiltonian, electrons and (for
+  molecules) geometry."""
+  for row in table(bool(system.pseudopotential)):
     if row['system'] != system.name:
+      continue
+    if row.get('hamiltonian', 'all-electron') != system.hamiltonian:
       continue
     if (int(row['electrons_up']), int(row['electrons_down'])) != tuple(system.electrons):
       continue

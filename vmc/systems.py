@@ -35,18 +35,33 @@ GROUND_STATE_SPIN = (
 class Atom:
   symbol: str
   coords: tuple[float, float, float]  # bohr
+  ecp: bool = False  # carries the system's pseudopotential
+  core: int = 0  # electrons the pseudopotential replaces
+
+  @property
+  def atomic_number(self) -> int:
+    return ATOMIC_NUMBER[self.symbol]
 
   @property
   def charge(self) -> int:
-    return ATOMIC_NUMBER[self.symbol]
+    """The nuclear charge the electrons see: Z, less the core of a pseudopotential."""
+    return ATOMIC_NUMBER[self.symbol] - self.core
 
 
 @dataclasses.dataclass(frozen=True)
 class System:
-  """A resolved system: nuclei in bohr and electrons per spin."""
+  """A resolved system: nuclei in bohr and electrons per spin (valence electrons only
+  when atoms carry a pseudopotential; charges are then the effective ones)."""
   name: str
   atoms: tuple[Atom, ...]
   electrons: tuple[int, int]  # (n_up, n_down)
+  pseudopotential: str = ''  # e.g. 'ccecp' for the atoms with ecp=True; '' all-electron
+
+  @property
+  def hamiltonian(self) -> str:
+    """'all-electron', or e.g. 'ccecp[Na]': which Hamiltonian an energy belongs to."""
+    symbols = sorted({a.symbol for a in self.atoms if a.ecp})
+    return f'{self.pseudopotential}[{",".join(symbols)}]' if symbols else 'all-electron'
 
   @property
   def positions(self) -> np.ndarray:
@@ -169,9 +184,29 @@ def _parse_atoms(molecule: Any, units: str) -> tuple[Atom, ...]:  # molecule: un
   return tuple(atoms)
 
 
+def _with_pseudopotential(atoms: tuple[Atom, ...], kind: str,
+                          symbols: Sequence[str]) -> tuple[Atom, ...]:
+  """The atoms with `kind` ECPs on the elements `symbols` (empty: every atom beyond He)."""
+  from vmc import pseudopotential
+  present = {a.symbol for a in atoms}
+  chosen = {_check_symbol(s, 'system.pp.symbols') for s in symbols}
+  missing = sorted(chosen - present)
+  if missing:
+    raise ConfigError(f'system.pp.symbols names {missing[0]}, which is not in the system; '
+                      f'use elements of {sorted(present)}')
+  if not symbols:
+    chosen = {s for s in present if ATOMIC_NUMBER[s] > 2}
+  if not chosen:
+    raise ConfigError('system.use_pp=True but no atom heavier than He; name the elements '
+                      "in system.pp.symbols (e.g. ('H',)) or set system.use_pp=False")
+  return tuple(dataclasses.replace(a, ecp=True, core=pseudopotential.load(kind, a.symbol).core)
+               if a.symbol in chosen else a for a in atoms)
+
+
 def make_system(*, atom: str | None = None, molecule: str | Sequence[Any] | None = None,
                 charge: int = 0, spin: int | None = None,
-                electrons: Sequence[int] | None = None, units: str = 'bohr') -> System:
+                electrons: Sequence[int] | None = None, units: str = 'bohr',
+                pseudopotential: str = '', pp_symbols: Sequence[str] = ()) -> System:
   """Resolves the `system` config section into a `System`.
 
   Exactly one of `atom` (element symbol) or `molecule` (a name from MOLECULES, or a
@@ -179,6 +214,8 @@ def make_system(*, atom: str | None = None, molecule: str | Sequence[Any] | None
   (n_up, n_down) if set, else derived from the nuclear charges, `charge` and `spin` (2S);
   a spin of None takes the ground state of the isolated atom (Hund's rule) for atoms and
   the lowest spin compatible with the electron count for molecules.
+  With a `pseudopotential` (e.g. 'ccecp') on the elements `pp_symbols` (empty: all beyond
+  He), those atoms lose their core electrons: charges are effective, electrons valence.
   """
   if bool(atom) == (molecule is not None and molecule != ''):
     raise ConfigError(
@@ -199,6 +236,9 @@ def make_system(*, atom: str | None = None, molecule: str | Sequence[Any] | None
   else:
     atoms = _parse_atoms(molecule, units)
     name = ''.join(a.symbol for a in atoms)
+  if pseudopotential:
+    atoms = _with_pseudopotential(atoms, pseudopotential, pp_symbols)
+  core = sum(a.core for a in atoms)
 
   z_total = sum(a.charge for a in atoms)
   if electrons is not None:
@@ -226,8 +266,9 @@ def make_system(*, atom: str | None = None, molecule: str | Sequence[Any] | None
           f'system.charge={charge} leaves {n_elec} electrons for nuclear charge {z_total}; '
           'use a smaller positive charge')
     if spin is None:
-      if len(atoms) == 1 and n_elec < len(GROUND_STATE_SPIN):
-        spin = cast(int, GROUND_STATE_SPIN[n_elec])  # n_elec > 0: never the None at 0
+      if len(atoms) == 1 and n_elec + core < len(GROUND_STATE_SPIN):
+        # The core is closed-shell: the valence shell has the atom's (Hund's rule) spin.
+        spin = cast(int, GROUND_STATE_SPIN[n_elec + core])  # > 0 electrons: never None
       else:
         spin = n_elec % 2
     if spin < 0 or spin > n_elec or (n_elec - spin) % 2:
@@ -235,7 +276,8 @@ def make_system(*, atom: str | None = None, molecule: str | Sequence[Any] | None
           f'system.spin={spin} (2S) is impossible with {n_elec} electrons; it must be '
           f'between 0 and {n_elec} with the parity of {n_elec}')
     n_up, n_down = (n_elec + spin) // 2, (n_elec - spin) // 2
-  return System(name=name, atoms=atoms, electrons=(n_up, n_down))
+  return System(name=name, atoms=atoms, electrons=(n_up, n_down),
+                pseudopotential=pseudopotential)
 
 
 def describe(system: System) -> str:
@@ -243,4 +285,8 @@ def describe(system: System) -> str:
   q = system.charge
   sign = '' if q == 0 else f'{"" if abs(q) == 1 else abs(q)}{"+" if q > 0 else "-"}'
   up, down = system.electrons
-  return f'{system.name}{sign} (electrons {up} up, {down} down)'
+  ecp = ''
+  if system.pseudopotential:
+    core = sum(a.core for a in system.atoms)
+    ecp = f'; {system.hamiltonian}, {core} core electrons replaced'
+  return f'{system.name}{sign} (electrons {up} up, {down} down{ecp})'

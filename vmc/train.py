@@ -146,7 +146,8 @@ def _find_start(spec: Spec, model: iteration.Model, seed: int, save_path: str,
     hf = None
     if spec.pretrain.method == 'hf':  # before anything is written: a failing SCF is an error
       hf = pretrain.hartree_fock(spec.system, spec.pretrain.basis, spec.pretrain.open_shell,
-                                 cache_dir=save_path, write_cache=False)
+                                 cache_dir=save_path, write_cache=False,
+                                 pp_basis=spec.pp.basis if spec.pp else '')
     return _Start(state, None, False, True, hf)
   state = checkpoint.state_from_fields(restored.fields, template)
   if not restored.opt_state_restored:
@@ -251,8 +252,9 @@ def run(spec: Spec) -> RunResult:
   parallel.initialize(spec.distributed)
   save_path = parallel.share(spec.log.save_path or default_save_path(spec.system.name))
   system = spec.system
-  logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d',
-               system.name, len(system.atoms), system.electrons, system.charge, system.spin)
+  logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d, %s',
+               system.name, len(system.atoms), system.electrons, system.charge, system.spin,
+               system.hamiltonian)
   model = iteration.build(spec)
   obs = (observables.make(model.network, model.objective.local_energy, system,
                           spec.observables)

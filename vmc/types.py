@@ -55,6 +55,12 @@ class EnergyTerm(Protocol):
 LocalEnergyFn = EnergyTerm  # the sum of the terms: (params, x) -> E_L, one walker
 
 
+class BatchEnergyFn(Protocol):
+  def __call__(self, params: Params, x: Array, key: PRNGKey | None = None, /) -> Array:
+    """Local energies (or one term of them) of a batch x (batch, 3N) -> (batch,); key
+    drives the random parts of a stochastic estimator (None: its deterministic form)."""
+
+
 # ----------------------------------------------------------------------------------------
 # State.
 
@@ -142,7 +148,7 @@ OutputHook = Callable[[Array], None]
 class Objective(NamedTuple):
   """The VMC energy of a network on one device's batch (means over all devices)."""
   logabs: LogAbsFn  # batched: (params, x (batch, 3N)) -> (batch,)
-  local_energy: LogAbsFn  # batched: (params, x (batch, 3N)) -> E_L (batch,)
+  local_energy: BatchEnergyFn  # (params, x (batch, 3N), key=None) -> E_L (batch,)
   clip_width: float  # E_L clipped to median +- clip_width * mean absolute deviation
   loss: LossFn
   make_loss: Callable[[OutputHook | None], LossFn]  # the loss with a hook on log|psi|

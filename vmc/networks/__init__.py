@@ -4,7 +4,9 @@
 vmap it over walkers. `orbitals(params, x)` gives the orbital matrices (for pretraining
 and inspection). `sampling_logabs(params, x)` is log|psi| for Metropolis sampling: FermiNet
 evaluates it through its cheaper forward-Laplacian code, other networks through `apply`
-(the training loss always differentiates `apply`, whose layers kfac-jax recognises).
+(the training loss always differentiates `apply`, whose layers kfac-jax recognises);
+`sampling_apply(params, x) -> (sign, log|psi|)` is the same cheaper path with the sign (for
+the wavefunction ratios of pseudopotentials).
 `laplacian(params, x) -> (lap log|psi|, grad log|psi|)` is the network's own forward
 Laplacian (None when it has none; the Hamiltonian then uses folx).
 `apply_at(params, x, atoms)` is `apply` with the nuclei at `atoms` (n_atoms, 3) instead of
@@ -34,6 +36,9 @@ class Network(NamedTuple):
   orbitals: Callable  # (params, x) -> list of (determinants, n_s, n_orbitals)
   # (params, x) -> log|psi|, equal to logabs (cheaper where it can be); for sampling only.
   sampling_logabs: Callable[[Params, Array], Array]
+  # (params, x) -> (sign, log|psi|), equal to apply (cheaper where it can be); not for
+  # differentiating (kfac-jax must see apply's layers).
+  sampling_apply: Callable[[Params, Array], tuple[Array, Array]]
   # (params, x, atoms (n_atoms, 3)) -> (sign, log|psi|) with the nuclei at `atoms`.
   apply_at: Callable[[Params, Array, Array], tuple[Array, Array]]
   laplacian: LaplacianFn | None = None  # (params, x) -> (lap log|psi|, grad log|psi|)
@@ -43,11 +48,19 @@ class Network(NamedTuple):
     return self.apply(params, x)[1]
 
 
+# Nuclei with a pseudopotential: psi has no cusp there (the ECP is finite at r = 0), but
+# features and envelopes in |r - R| would give it one, and the kinetic energy a 1/r
+# divergence. The networks see sqrt(|r - R|^2 + a^2) instead, a = this (bohr).
+ECP_SOFTENING = 0.5
+
+
 def make_module(system: systems.System, net: NetworkSpec) -> nn.Module:
   """The flax module of the specified ansatz for `system`."""
   atoms = tuple((float(a.coords[0]), float(a.coords[1]), float(a.coords[2]))
                 for a in system.atoms)
   nspins = (int(system.electrons[0]), int(system.electrons[1]))
+  soft = (tuple(ECP_SOFTENING ** 2 if a.ecp else 0.0 for a in system.atoms)
+          if any(a.ecp for a in system.atoms) else ())
   head = orbitals.HeadOptions(
       determinants=net.determinants, full_det=net.full_det, envelope_type=net.envelope_type,
       envelope_shared=net.envelope_shared, bias_orbitals=net.bias_orbitals,
@@ -57,9 +70,10 @@ def make_module(system: systems.System, net: NetworkSpec) -> nn.Module:
     return psiformer.Psiformer(
         atoms=atoms, nspins=nspins, num_layers=p.num_layers, num_heads=p.num_heads,
         heads_dim=p.heads_dim, mlp_hidden_dims=p.mlp_hidden_dims,
-        use_layer_norm=p.use_layer_norm, rescale_inputs=p.rescale_inputs, head=head)
+        use_layer_norm=p.use_layer_norm, rescale_inputs=p.rescale_inputs, head=head,
+        soft=soft)
   return ferminet.FermiNet(atoms=atoms, nspins=nspins, hidden_dims=net.ferminet.hidden_dims,
-                           head=head)
+                           head=head, soft=soft)
 
 
 def make_network(system: systems.System, net: NetworkSpec) -> Network:
@@ -82,16 +96,18 @@ def make_network(system: systems.System, net: NetworkSpec) -> Network:
   if not isinstance(module, ferminet.FermiNet):
     # No hand-written forward Laplacian: the Hamiltonian's 'forward' method uses folx.
     return Network(init=init, apply=apply, orbitals=orbitals_fn,
-                   sampling_logabs=lambda params, x: apply(params, x)[1], apply_at=apply_at)
+                   sampling_logabs=lambda params, x: apply(params, x)[1],
+                   sampling_apply=apply, apply_at=apply_at)
 
   def laplacian(params: Params, x: Array) -> tuple[Array, Array]:
     return ferminet_laplacian.laplacian(module, params, x)
 
-  def sampling_logabs(params: Params, x: Array) -> Array:
-    return ferminet_laplacian.sign_logabs(module, params, x)[1]
+  def sampling_apply(params: Params, x: Array) -> tuple[Array, Array]:
+    return ferminet_laplacian.sign_logabs(module, params, x)
 
   return Network(init=init, apply=apply, orbitals=orbitals_fn, laplacian=laplacian,
-                 sampling_logabs=sampling_logabs, apply_at=apply_at)
+                 sampling_logabs=lambda params, x: sampling_apply(params, x)[1],
+                 sampling_apply=sampling_apply, apply_at=apply_at)
 
 
 def count_parameters(params: Params) -> int:

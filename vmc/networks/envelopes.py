@@ -53,13 +53,15 @@ class Envelope(nn.Module):
 
 
 def derivatives(ae: jnp.ndarray, r_ae: jnp.ndarray, params: dict, kind: str, shared: bool,
-                determinants: int) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+                determinants: int, lap_r: jnp.ndarray | None = None
+                ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """Envelope of each electron's orbitals and its derivatives with respect to that electron.
 
   Returns value (n, K), gradient (3, n, K) and Laplacian (n, K) with K = determinants x
   orbitals. With e_Ik = pi_Ik exp(-y_Ik) and g = grad y: grad e = -e g and
-  lap e = e (|g|^2 - lap y), where lap y = 2 sigma / r (isotropic) or
-  (sum_c sigma_c^2 - |g|^2) / y (diagonal).
+  lap e = e (|g|^2 - lap y), where lap y = sigma lap r (isotropic: lap r = 2 / r, or
+  `lap_r` for a softened distance, ferminet.features) or (sum_c sigma_c^2 - |g|^2) / y
+  (diagonal).
   """
   pi, sigma = params['pi'], params['sigma']
   y = _scaled_distance(ae, r_ae, sigma, kind)  # (n, A, K)
@@ -67,7 +69,8 @@ def derivatives(ae: jnp.ndarray, r_ae: jnp.ndarray, params: dict, kind: str, sha
   if kind == 'isotropic':
     unit = ae / r_ae[..., None]  # (n, A, 3)
     grad_y = unit[:, :, :, None] * sigma[None, :, None, :]  # (n, A, 3, K)
-    lap_y = 2.0 * sigma[None] / r_ae[:, :, None]
+    lap_r = 2.0 / r_ae if lap_r is None else lap_r
+    lap_y = sigma[None] * lap_r[:, :, None]
   else:
     grad_y = ae[:, :, :, None] * sigma[None] ** 2 / y[:, :, None, :]
     lap_y = (jnp.sum(sigma ** 2, axis=1)[None] - jnp.sum(grad_y ** 2, axis=2)) / y

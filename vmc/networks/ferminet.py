@@ -23,17 +23,22 @@ import jax.numpy as jnp
 from vmc.networks import orbitals as orbitals_lib
 
 
-def features(x: jnp.ndarray,
-             atoms: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+def features(x: jnp.ndarray, atoms: jnp.ndarray, soft: tuple[float, ...] = ()
+             ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """Input features of one walker.
 
-  x: (n * 3,) electron coordinates; atoms: (n_atoms, 3).
+  x: (n * 3,) electron coordinates; atoms: (n_atoms, 3). soft: per nucleus s >= 0 (or
+  empty: all zero), r_ae = sqrt(|r - R|^2 + s): s > 0 makes the distance, and every
+  function of it, smooth at a nucleus whose pseudopotential leaves psi without a cusp.
   Returns ae (n, n_atoms, 3), r_ae (n, n_atoms), ee (n, n, 3), r_ee (n, n).
   """
   pos = x.reshape(-1, 3)
   n = pos.shape[0]
   ae = pos[:, None, :] - atoms[None, :, :]
-  r_ae = jnp.linalg.norm(ae, axis=-1)
+  if soft:
+    r_ae = jnp.sqrt(jnp.sum(ae ** 2, axis=-1) + jnp.asarray(soft, x.dtype))
+  else:
+    r_ae = jnp.linalg.norm(ae, axis=-1)
   ee = pos[:, None, :] - pos[None, :, :]
   # |r_i - r_i| = 0 has no gradient; shift the diagonal before the norm, then zero it.
   eye = jnp.eye(n)
@@ -47,6 +52,7 @@ class FermiNet(orbitals_lib.Ansatz):
   nspins: tuple[int, int]
   hidden_dims: Sequence[tuple[int, int]]
   head: orbitals_lib.HeadOptions
+  soft: tuple[float, ...] = ()  # per nucleus, bohr^2: see `features` (pseudopotentials)
 
   def _mean_field(self, h1: jnp.ndarray, h2: jnp.ndarray) -> jnp.ndarray:
     """f_i: own features, spin-resolved means of one- and two-electron features."""
@@ -66,7 +72,8 @@ class FermiNet(orbitals_lib.Ansatz):
     """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`).
     `atoms` (n_atoms, 3) replaces the module's nuclear positions (to differentiate psi
     with respect to them)."""
-    ae, r_ae, ee, r_ee = features(x, jnp.asarray(self.atoms) if atoms is None else atoms)
+    ae, r_ae, ee, r_ee = features(x, jnp.asarray(self.atoms) if atoms is None else atoms,
+                                  self.soft)
     n = r_ae.shape[0]
     h1 = jnp.concatenate([ae, r_ae[..., None]], axis=-1).reshape(n, -1)
     h2 = jnp.concatenate([ee, r_ee[..., None]], axis=-1)

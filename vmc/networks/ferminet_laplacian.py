@@ -56,18 +56,24 @@ def _tanh(pre_v: jnp.ndarray, pre_l: jnp.ndarray, sum_j2: jnp.ndarray,
   return t, [d1 * j for j in j_list], d1 * pre_l + d2 * sum_j2
 
 
-def _input_features(x: jnp.ndarray, atoms: jnp.ndarray) -> tuple[
-    tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray], Pair, jnp.ndarray, jnp.ndarray]:
-  """h1^0 (value, own-electron Jacobian (3, n, 4A), Laplacian) and the pair stream h2^0."""
-  ae, r_ae, ee, r_ee = ferminet.features(x, atoms)
+def _input_features(x: jnp.ndarray, atoms: jnp.ndarray, soft: tuple[float, ...]) -> tuple[
+    tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray], Pair, jnp.ndarray, jnp.ndarray,
+    jnp.ndarray]:
+  """h1^0 (value, own-electron Jacobian (3, n, 4A), Laplacian), the pair stream h2^0,
+  ae, r_ae and lap r_ae."""
+  ae, r_ae, ee, r_ee = ferminet.features(x, atoms, soft)
   n, n_atoms = r_ae.shape
   eye3 = jnp.eye(3, dtype=x.dtype)
-  # d(ae_iIc')/d r_ic = delta_cc'; d|ae_iI|/d r_ic = ae_iIc / r_iI; lap |r| = 2 / r.
+  # d(ae_iIc')/d r_ic = delta_cc'; with r = sqrt(|ae|^2 + s): d r/d r_ic = ae_iIc / r and
+  # lap r = 2 / r + s / r^3 (2 / r for s = 0).
   j_ae = jnp.broadcast_to(eye3[:, None, None, :], (3, n, n_atoms, 3))
   j_r = jnp.transpose(ae / r_ae[..., None], (2, 0, 1))[..., None]
+  lap_r = 2.0 / r_ae
+  if soft:
+    lap_r = lap_r + jnp.asarray(soft, x.dtype) / r_ae ** 3
   h1_v = jnp.concatenate([ae, r_ae[..., None]], axis=-1).reshape(n, -1)
   h1_j = jnp.concatenate([j_ae, j_r], axis=-1).reshape(3, n, -1)
-  h1_l = jnp.concatenate([jnp.zeros_like(ae), 2.0 / r_ae[..., None]], axis=-1).reshape(n, -1)
+  h1_l = jnp.concatenate([jnp.zeros_like(ae), lap_r[..., None]], axis=-1).reshape(n, -1)
 
   eye = jnp.eye(n, dtype=x.dtype)
   off = 1.0 - eye
@@ -77,7 +83,7 @@ def _input_features(x: jnp.ndarray, atoms: jnp.ndarray) -> tuple[
   h2_ji = jnp.concatenate([j_ee, j_ree], axis=-1)
   h2 = Pair(v=jnp.concatenate([ee, r_ee[..., None]], axis=-1), ji=h2_ji, jj=-h2_ji,
             l=jnp.concatenate([jnp.zeros_like(ee), 4.0 * inv_r[..., None]], axis=-1))
-  return (h1_v, h1_j, h1_l), h2, ae, r_ae
+  return (h1_v, h1_j, h1_l), h2, ae, r_ae, lap_r
 
 
 def _embed_local(j_local: jnp.ndarray) -> jnp.ndarray:
@@ -185,12 +191,11 @@ def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarr
               ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """sign, log|psi|, lap log|psi|, grad log|psi| of one walker."""
   p = params['params']
-  atoms = jnp.asarray(module.atoms, x.dtype)
   n_up, n_down = module.nspins
   n = n_up + n_down
   spins = [(lo, hi) for lo, hi in ((0, n_up), (n_up, n)) if hi > lo]
   h1: tuple[jnp.ndarray, ...]
-  h1, h2, ae, r_ae = _input_features(x, atoms)
+  h1, h2, ae, r_ae, lap_r = _input_features(x, jnp.asarray(module.atoms, x.dtype), module.soft)
   local = True
   n_layers = len(module.hidden_dims)
   for layer in range(n_layers):
@@ -223,7 +228,8 @@ def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarr
     o_l = h1_l[lo:lo + n_s] @ w
     env_p = p[f'envelope_{spin}']
     e_v, e_j, e_l = envelopes.derivatives(ae[lo:lo + n_s], r_ae[lo:lo + n_s], env_p,
-                                          opts.envelope_type, opts.envelope_shared, k_det)
+                                          opts.envelope_type, opts.envelope_shared, k_det,
+                                          lap_r[lo:lo + n_s])
     own = jnp.eye(n, n_s, k=-lo, dtype=x.dtype)  # own[lo + i, i] = 1
     own_o_j = jnp.einsum('ki,kcif->cif', own, o_j)  # d orbital_i / d r_i: (3, n_s, K)
     v = o_v * e_v

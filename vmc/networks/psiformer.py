@@ -39,6 +39,7 @@ class Psiformer(orbitals_lib.Ansatz):
   use_layer_norm: bool
   rescale_inputs: bool
   head: orbitals_lib.HeadOptions
+  soft: tuple[float, ...] = ()  # per nucleus, bohr^2: see ferminet.features
 
   @nn.nowrap
   def _input_features(self, ae: jnp.ndarray, r_ae: jnp.ndarray) -> jnp.ndarray:
@@ -71,7 +72,8 @@ class Psiformer(orbitals_lib.Ansatz):
                ) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
     """(sign, log|psi|), or with orbitals_only the orbital matrices (see `orbitals`).
     `atoms` (n_atoms, 3) replaces the module's nuclear positions."""
-    ae, r_ae, _, _ = ferminet.features(x, jnp.asarray(self.atoms) if atoms is None else atoms)
+    ae, r_ae, _, _ = ferminet.features(x, jnp.asarray(self.atoms) if atoms is None else atoms,
+                                       self.soft)
     width = self.num_heads * self.heads_dim
     h = nn.Dense(width, use_bias=False, name='embed')(self._input_features(ae, r_ae))
     for layer in range(self.num_layers):
