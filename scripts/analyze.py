@@ -5,7 +5,8 @@
 For each run: system, mode (training or evaluation), iterations, energy with a reblocked
 error over the last `--window` of training (all of an evaluation), variance of the local
 energy, acceptance, wall time, and, for systems in vmc's reference table, the error
-against the exact/reference energy and the percentage of the correlation energy
+against the exact/reference energy of its Hamiltonian (all-electron, or the ccECP table for
+pseudopotential runs, named next to the system) and the percentage of the correlation energy
 (E_HF_limit - E) / (E_HF_limit - E_exact) recovered. The plot (matplotlib) has the energy
 (moving mean) against iteration with the reference line, the distance to the reference on
 a log scale, and the variance of the local energy.
@@ -43,7 +44,9 @@ def table(summaries: list[dict]) -> str:
     corr = (f'{s["correlation_energy_percent"]:.1f}'
             if s.get('correlation_energy_percent') is not None else '-')
     rows.append((
-        os.path.basename(os.path.normpath(s['run'])), s['system'], s['mode'] + (
+        os.path.basename(os.path.normpath(s['run'])),
+        s['system'] + ('' if s.get('hamiltonian', 'all-electron') == 'all-electron'
+                       else f' ({s["hamiltonian"]})'), s['mode'] + (
             '' if s['complete'] else ' (running)'),
         f'{s["iterations"]}', f'{s["energy"]:.6f} +- {s["energy_error"]:.6f}',
         f'{s["variance"]:.4f}' if s['variance'] is not None else '-',

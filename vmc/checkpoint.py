@@ -295,8 +295,9 @@ def restore(path: str, template: TrainState, batch_size: int, resume: bool,
 
 
 def _same_particles(a: systems.System, b: systems.System) -> bool:
-  return a.electrons == b.electrons and [x.symbol for x in a.atoms] == [
-      x.symbol for x in b.atoms]
+  """Same electrons, elements and Hamiltonian (all-electron or which atoms carry an ECP)."""
+  return a.electrons == b.electrons and a.hamiltonian == b.hamiltonian and [
+      x.symbol for x in a.atoms] == [x.symbol for x in b.atoms]
 
 
 def _system_change(header: dict[str, Any],

@@ -69,8 +69,10 @@ def derivatives(ae: jnp.ndarray, r_ae: jnp.ndarray, params: dict, kind: str, sha
   if kind == 'isotropic':
     unit = ae / r_ae[..., None]  # (n, A, 3)
     grad_y = unit[:, :, :, None] * sigma[None, :, None, :]  # (n, A, 3, K)
-    lap_r = 2.0 / r_ae if lap_r is None else lap_r
-    lap_y = sigma[None] * lap_r[:, :, None]
+    if lap_r is None:
+      lap_y = 2.0 * sigma[None] / r_ae[:, :, None]
+    else:
+      lap_y = sigma[None] * lap_r[:, :, None]
   else:
     grad_y = ae[:, :, :, None] * sigma[None] ** 2 / y[:, :, None, :]
     lap_y = (jnp.sum(sigma ** 2, axis=1)[None] - jnp.sum(grad_y ** 2, axis=2)) / y

@@ -229,7 +229,7 @@ def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarr
     env_p = p[f'envelope_{spin}']
     e_v, e_j, e_l = envelopes.derivatives(ae[lo:lo + n_s], r_ae[lo:lo + n_s], env_p,
                                           opts.envelope_type, opts.envelope_shared, k_det,
-                                          lap_r[lo:lo + n_s])
+                                          lap_r[lo:lo + n_s] if module.soft else None)
     own = jnp.eye(n, n_s, k=-lo, dtype=x.dtype)  # own[lo + i, i] = 1
     own_o_j = jnp.einsum('ki,kcif->cif', own, o_j)  # d orbital_i / d r_i: (3, n_s, K)
     v = o_v * e_v
