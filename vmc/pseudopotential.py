@@ -151,8 +151,9 @@ def _dodecahedron() -> np.ndarray:
   return _unit(np.concatenate([cube, _cyclic(_signs((0.0, phi, 1 / phi)))]))  # 20
 
 
-def _rule(name: str) -> tuple[np.ndarray, np.ndarray, int]:
-  """(points (K, 3), weights (K,) summing to 1, degree of exactness)."""
+def quadrature(name: str) -> tuple[np.ndarray, np.ndarray, int]:
+  """The rule `name` of QUADRATURES: (points (K, 3), weights (K,) summing to 1, degree of
+  exactness)."""
   if name == 'octahedron':
     pts = np.concatenate([np.eye(3), -np.eye(3)])
     return pts, np.full(6, 1 / 6), 3
@@ -166,11 +167,6 @@ def _rule(name: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 QUADRATURES = ('octahedron', 'icosahedron', 'icosahedron32')
-
-
-def quadrature(name: str) -> tuple[np.ndarray, np.ndarray, int]:
-  """The rule `name` of QUADRATURES: (points (K, 3), weights (K,), degree)."""
-  return _rule(name)
 
 
 def random_rotations(key: PRNGKey, shape: tuple[int, ...]) -> Array:
