@@ -3,9 +3,17 @@
   python scripts/benchmark.py --system N2 --network default --laplacian loop,forward \
       --batch_size 256 --iterations 10 --rounds 3 --output results.jsonl
   python scripts/benchmark.py --report results.jsonl     # Markdown tables, fitted exponents
+  python scripts/benchmark.py --compare 43d9e35,. --system He,Li,N2 --network default \
+      --laplacian forward --rounds 3 --output side_by_side.jsonl  # two checkouts, one sitting
 
 Every case runs in its own subprocess (so compile caches and peak memory are its own), and
 rounds go through all cases in turn, so slow drifts of the machine hit every case alike.
+--compare times the same cases with several checkouts of vmc in the same run (git
+revisions of this repository, materialized once under ~/.cache/vmc/benchmark/, or
+directories; '.' is this working tree as it is, uncommitted changes included): each case
+runs with every checkout's own scripts/benchmark.py in turn within a round (the order
+reversed every other round), and each line after the first checkout's carries its ratio
+to the first, so a speed claim is a ratio of two things timed in one sitting.
 Per case: the median and spread (min, max over rounds) of the per-round median seconds per
 iteration, compile seconds (first iteration), peak memory (host RSS on CPU, device peak on
 GPU), walker-steps per second (batch * mcmc.steps / s) and the median variance of the
@@ -35,6 +43,7 @@ import time
 
 import numpy as np
 
+PROFILE_KEYS = ('mcmc_s', 'local_energy_s', 'optimizer_s', 'nonlocal_s')
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 NETWORKS = {  # name -> where its `network` section comes from
     'small': 'vmc.config.get_config', 'default': 'vmc.config.default',
@@ -146,6 +155,80 @@ def run_case(case: dict) -> dict:
   return result
 
 
+def resolve_checkout(name: str) -> tuple[str, str]:
+  """(label, path of its scripts/benchmark.py) for '.', a directory or a git revision."""
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if name == '.':
+    described = subprocess.run(['git', '-C', here, 'describe', '--always', '--dirty'],
+                               capture_output=True, text=True).stdout.strip()
+    return described or here, os.path.abspath(__file__)
+  if os.path.isdir(name):
+    return os.path.abspath(name), os.path.join(os.path.abspath(name), 'scripts', 'benchmark.py')
+  sha = subprocess.run(['git', '-C', here, 'rev-parse', '--verify', '--quiet', name + '^{commit}'],
+                       capture_output=True, text=True).stdout.strip()
+  if not sha:
+    raise ValueError(f'--compare {name}: neither a directory nor a git revision of {here}')
+  path = os.path.join(os.path.expanduser('~/.cache/vmc/benchmark'), sha)
+  if not os.path.isdir(path):  # extract the commit's tree once, then reuse it
+    partial = path + '.partial'
+    subprocess.run(['rm', '-rf', partial], check=True)
+    os.makedirs(partial)
+    archive = subprocess.run(['git', '-C', here, 'archive', sha], capture_output=True,
+                             check=True).stdout
+    subprocess.run(['tar', '-x', '-C', partial], input=archive, check=True)
+    os.rename(partial, path)
+  return sha[:7], os.path.join(path, 'scripts', 'benchmark.py')
+
+
+def summarize(case: dict, results: list[dict]) -> dict:
+  """One JSON line from a case's rounds: medians, spread over rounds, peak memory."""
+  per_round = [r['s_per_iter'] for r in results]
+  out = dict(results[0])
+  out.update(
+      s_per_iter=round(statistics.median(per_round), 4),
+      s_per_iter_min=round(min(per_round), 4), s_per_iter_max=round(max(per_round), 4),
+      rounds=len(results), iterations=case['iterations'],
+      compile_s=round(statistics.median(r['compile_s'] for r in results), 2),
+      peak_memory_gb=round(max(r['peak_memory_gb'] for r in results), 3),
+      walker_steps_per_s=round(
+          case['batch_size'] * case['mcmc_steps'] / statistics.median(per_round), 1))
+  for key in PROFILE_KEYS:
+    if key in out:
+      out[key] = round(statistics.median(r[key] for r in results), 4)
+  out['energy'] = round(out['energy'], 5)
+  if 'variance' in out:  # (checkouts older than the variance column lack it)
+    out['variance'] = round(statistics.median(r['variance'] for r in results), 5)
+  return out
+
+
+def compare_report(rows: list[dict]) -> str:
+  """Markdown: one line per case, each checkout's s/iter and peak memory side by side,
+  and every later checkout's ratio to the first (median over rounds, then the range of
+  the per-round ratios)."""
+  labels = list(dict.fromkeys(r['checkout'] for r in rows))
+  cases = {}
+  for r in rows:
+    key = (r['system'], r['network'], r['batch'], r.get('optimizer', 'kfac'), r['laplacian'])
+    cases.setdefault(key, {})[r['checkout']] = r
+  head = ['system', 'network', 'batch', 'optimizer', 'laplacian']
+  head += [f'{c} s/iter' for c in labels] + [f'{c} / {labels[0]}' for c in labels[1:]]
+  head += [f'{c} peak GB' for c in labels]
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for key, by in cases.items():
+    cells = [str(k) for k in key]
+    for c in labels:
+      r = by.get(c)
+      cells.append(f'{r["s_per_iter"]:.4g} ({r["s_per_iter_min"]:.4g}–{r["s_per_iter_max"]:.4g})'
+                   if r else '')
+    for c in labels[1:]:
+      r = by.get(c)
+      cells.append(f'**{r["ratio"]:.3f}** ({r["ratio_min"]:.3f}–{r["ratio_max"]:.3f})'
+                   if r and 'ratio' in r else '')
+    cells += [f'{by[c]["peak_memory_gb"]:.2f}' if c in by else '' for c in labels]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def report(rows: list[dict]) -> str:
   """Markdown: one line per (system, network, batch, optimizer), the Laplacian methods side
   by side with their spread,
@@ -209,6 +292,9 @@ def main(argv=None):
                       'all-electron, or with ccECP pseudopotentials on the atoms beyond He')
   parser.add_argument('--profile', action='store_true',
                       help='also time MCMC and the local energy alone')
+  parser.add_argument('--compare', default='.', help='comma-separated checkouts timed side '
+                      "by side: git revisions (e.g. 43d9e35,.), directories; '.' is this "
+                      'working tree; lines after the first checkout carry ratios to it')
   parser.add_argument('--output', help='also append the JSON lines to this file')
   parser.add_argument('--report', help='print Markdown tables of these JSON-lines files '
                       '(comma-separated) instead of running anything')
@@ -221,7 +307,8 @@ def main(argv=None):
   if args.report:
     rows = [json.loads(line) for path in args.report.split(',') for line in open(path)
             if line.strip()]
-    print(report(rows))
+    several = len({r.get('checkout') for r in rows}) > 1
+    print(compare_report(rows) if several else report(rows))
     return 0
 
   unknown = [n for n in args.network.split(',') if n not in NETWORKS]
@@ -235,40 +322,39 @@ def main(argv=None):
            for s in args.system.split(',') for pp in args.pp.split(',')
            for n in args.network.split(',')
            for o in args.optimizer.split(',') for l in args.laplacian.split(',')]
-  runs = [[] for _ in cases]
-  for _ in range(args.rounds):
-    for case, results in zip(cases, runs):
-      proc = subprocess.run([sys.executable, __file__, '--case', json.dumps(case)],
-                            capture_output=True, text=True)
-      if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ['no output']
-        print(f'benchmark case {case["system"]}/{case["network"]}/{case["laplacian"]} '
-              f'failed: {tail[0]}', file=sys.stderr)
-        return 1
-      results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-  for case, results in zip(cases, runs):
-    per_round = [r['s_per_iter'] for r in results]
-    out = dict(results[0])
-    out.update(
-        s_per_iter=round(statistics.median(per_round), 4),
-        s_per_iter_min=round(min(per_round), 4), s_per_iter_max=round(max(per_round), 4),
-        rounds=len(results), iterations=case['iterations'],
-        compile_s=round(statistics.median(r['compile_s'] for r in results), 2),
-        peak_memory_gb=round(max(r['peak_memory_gb'] for r in results), 3),
-        walker_steps_per_s=round(
-            case['batch_size'] * case['mcmc_steps'] / statistics.median(per_round), 1))
-    for key in ('mcmc_s', 'local_energy_s', 'optimizer_s', 'nonlocal_s'):
-      if key in out:
-        out[key] = round(statistics.median(r[key] for r in results), 4)
-    out['energy'] = round(out['energy'], 5)
-    out['variance'] = round(statistics.median(r['variance'] for r in results), 5)
-    line = json.dumps(out)
-    print(line, flush=True)
-    if args.output:
-      with open(args.output, 'a') as f:
-        f.write(line + '\n')
+  try:
+    checkouts = [resolve_checkout(c) for c in args.compare.split(',')]
+  except (ValueError, subprocess.CalledProcessError) as e:
+    parser.error(str(e))
+  runs = {(i, label): [] for i in range(len(cases)) for label, _ in checkouts}
+  for round_ in range(args.rounds):
+    for i, case in enumerate(cases):
+      for label, script in checkouts[::-1] if round_ % 2 else checkouts:
+        proc = subprocess.run([sys.executable, script, '--case', json.dumps(case)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+          tail = proc.stderr.strip().splitlines()[-1:] or ['no output']
+          print(f'benchmark case {case["system"]}/{case["network"]}/{case["laplacian"]} '
+                f'({label}) failed: {tail[0]}', file=sys.stderr)
+          return 1
+        runs[i, label].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+  for i, case in enumerate(cases):
+    base = runs[i, checkouts[0][0]]
+    for label, _ in checkouts:
+      out = summarize(case, runs[i, label])
+      if len(checkouts) > 1:
+        out['checkout'] = label
+      if label != checkouts[0][0]:
+        paired = [r['s_per_iter'] / b['s_per_iter'] for r, b in zip(runs[i, label], base)]
+        out.update(ratio=round(out['s_per_iter'] / summarize(case, base)['s_per_iter'], 4),
+                   ratio_min=round(min(paired), 4), ratio_max=round(max(paired), 4),
+                   ratio_to=checkouts[0][0])
+      line = json.dumps(out)
+      print(line, flush=True)
+      if args.output:
+        with open(args.output, 'a') as f:
+          f.write(line + '\n')
   return 0
-
 
 if __name__ == '__main__':
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

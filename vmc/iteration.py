@@ -13,9 +13,8 @@ An iteration on state (params, opt_state, walkers, key, step):
   keep the new params, opt_state and walkers if the energy and params' are finite on
   every device, else roll them back to the previous iteration's (the NaN guard); step + 1
 
-Everything runs on all local devices at once (vmc.parallel): as one compiled call for
-optimizers that are per-device functions, as sample / update / guard for optimizers that
-compile themselves (kfac-jax).
+Everything runs on all local devices at once (vmc.parallel), as one compiled call per
+iteration (the previous state donated: the guard's fallback lives inside the call).
 """
 
 from __future__ import annotations
@@ -72,48 +71,30 @@ def guard(candidate: TrainState, previous: TrainState,
 def make_iteration(sampler: Sampler, optimizer: Optimizer) -> Iteration:
   """Composes sampling, the optimizer's update and the NaN guard into one iteration."""
 
-  def sample(state: TrainState) -> tuple[TrainState, jax.Array, PRNGKey]:
-    key, k_moves, k_update = jax.random.split(state.key, 3)
-    walkers, pmove = sampler.step(state.params, state.mcmc, k_moves, state.step)
-    return state._replace(mcmc=walkers, key=key), pmove, k_update
-
-  def finish(previous: TrainState, state: TrainState, pmove: jax.Array, k_update: PRNGKey,
-             guard_fn: Callable) -> tuple[TrainState, StepStats]:
-    params, opt_state, update = optimizer.update(state.params, state.opt_state, k_update,
-                                                 state.mcmc.x, state.step)
-    candidate = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
-    state, rejected = guard_fn(candidate, previous, update.energy)
+  def one_device(previous: TrainState) -> tuple[TrainState, StepStats]:
+    key, k_moves, k_update = jax.random.split(previous.key, 3)
+    walkers, pmove = sampler.step(previous.params, previous.mcmc, k_moves, previous.step)
+    params, opt_state, update = optimizer.update(previous.params, previous.opt_state,
+                                                 k_update, walkers.x, previous.step)
+    candidate = previous._replace(params=params, opt_state=opt_state, mcmc=walkers, key=key,
+                                  step=previous.step + 1)
+    state, rejected = guard(candidate, previous, update.energy)
     return state, StepStats(energy=update.energy, variance=update.variance, pmove=pmove,
                             width=previous.mcmc.width, learning_rate=update.learning_rate,
                             rejected=rejected)
-
-  if optimizer.compiled:
-    p_sample, p_guard = parallel.pmap(sample), parallel.pmap(guard)
-    init = optimizer.init
-
-    def step(previous: TrainState) -> tuple[TrainState, StepStats]:
-      # Nothing donated: the previous state must survive until the guard has run.
-      state, pmove, k_update = p_sample(previous)
-      return finish(previous, state, pmove, k_update, p_guard)
-  else:
-    init = parallel.pmap(optimizer.init)
-
-    def one_device(previous: TrainState) -> tuple[TrainState, StepStats]:
-      state, pmove, k_update = sample(previous)
-      return finish(previous, state, pmove, k_update, guard)
-
-    step = parallel.pmap(one_device, donate_argnums=0)
 
   def burn_in(state: TrainState, n: int) -> TrainState:
     walkers, key = sampler.burn_in(state.params, state.mcmc, state.key, n)
     return state._replace(mcmc=walkers, key=key)
 
   fold = parallel.pmap(lambda k: jax.random.fold_in(k, 1))
+  init = parallel.pmap(optimizer.init)
 
   def init_opt_state(state: TrainState) -> OptState:
     return init(state.params, fold(state.key), state.mcmc.x)
 
-  return Iteration(init_opt_state=init_opt_state, step=step,
+  return Iteration(init_opt_state=init_opt_state,
+                   step=parallel.pmap(one_device, donate_argnums=0),
                    burn_in=parallel.pmap(burn_in, static_broadcasted_argnums=1,
                                          donate_argnums=0))
 

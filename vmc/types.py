@@ -176,12 +176,7 @@ class OptUpdateFn(Protocol):
 
 
 class Optimizer(NamedTuple):
-  """An optax-style optimizer of the objective.
-
-  compiled=False: init and update are per-device functions (called inside pmap, where
-  means over devices are pmeans). compiled=True: they take and return arrays with the
-  leading device axis and compile themselves over the devices (kfac-jax).
-  """
+  """An optax-style optimizer of the objective: init and update are per-device functions
+  (called inside pmap, where means over devices are pmeans)."""
   init: OptInitFn
   update: OptUpdateFn
-  compiled: bool = False

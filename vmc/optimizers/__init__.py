@@ -2,11 +2,10 @@
 
 Each module defines `make(spec, objective) -> vmc.types.Optimizer`: an optax-style pair
 `init(params, key, x) -> opt_state` and `update(params, opt_state, key, x, step) ->
-(params, opt_state, UpdateStats)`. Most are per-device functions that the iteration
-(`vmc.iteration`) compiles over the devices together with the sampling step; kfac-jax
-compiles its own step, so the KFAC optimizer says `compiled=True` and the iteration calls it
-between its own compiled parts. The NaN guard is not the optimizers' business: the
-iteration applies it to whatever they return.
+(params, opt_state, UpdateStats)`, per-device functions that the iteration
+(`vmc.iteration`) compiles over the devices together with the sampling step into one call
+(kfac-jax's step too: it is traced inside kfac-jax's staging context). The NaN guard is
+not the optimizers' business: the iteration applies it to whatever they return.
 
 To add an optimizer: a module here with `make`, its name in `_MODULES`, its keys in
 `vmc/config.py` (section `optim.<name>`). Modules are imported only when chosen, so that
