@@ -9,7 +9,8 @@
 Every case runs in its own subprocess (so compile caches and peak memory are its own), and
 rounds go through all cases in turn, so slow drifts of the machine hit every case alike.
 --compare times the same cases with several checkouts of vmc in the same run (git
-revisions of this repository, materialized once under ~/.cache/vmc/benchmark/, or
+revisions of this repository, materialized once under ~/.cache/vmc/benchmark/ (or
+$VMC_BENCHMARK_CHECKOUTS), or
 directories; '.' is this working tree as it is, uncommitted changes included): each case
 runs with every checkout's own scripts/benchmark.py in turn within a round (the order
 reversed every other round), and each line after the first checkout's carries its ratio
@@ -19,8 +20,10 @@ iteration, compile seconds (first iteration), peak memory (host RSS on CPU, devi
 GPU), walker-steps per second (batch * mcmc.steps / s) and the median variance of the
 local energy over the timed iterations. --pp off,ccecp times each system all-electron and
 with ccECP pseudopotentials (docs/pseudopotentials.md). --profile also times the
-Metropolis sampling and the local energy alone (and, with --pp ccecp, its nonlocal ECP
-term alone); the optimizer's share is the remainder.
+Metropolis sampling, the local energy and the loss's value and gradient alone (and, with
+--pp ccecp, the nonlocal ECP term alone): the split sampling / local energy / gradient
+(the rest of value and gradient) / optimizer (the remainder of the iteration: for KFAC
+its curvature estimate, solves and update).
 Systems: atoms by symbol (He, Li, Be, C, N, O, Ne, ...) and molecules from
 vmc.systems.MOLECULES (H2, LiH, N2, ...). Networks, read from their configs: `small` is
 the quickstart FermiNet (vmc.config.get_config: 2 layers (32, 8), 4 determinants),
@@ -43,7 +46,7 @@ import time
 
 import numpy as np
 
-PROFILE_KEYS = ('mcmc_s', 'local_energy_s', 'optimizer_s', 'nonlocal_s')
+PROFILE_KEYS = ('mcmc_s', 'local_energy_s', 'gradient_s', 'optimizer_s', 'nonlocal_s')
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 NETWORKS = {  # name -> where its `network` section comes from
     'small': 'vmc.config.get_config', 'default': 'vmc.config.default',
@@ -136,13 +139,16 @@ def run_case(case: dict) -> dict:
   if case['profile']:
     p_energy = parallel.pmap(model.objective.local_energy)
     p_mcmc = parallel.pmap(model.sampler.step)
+    p_grad = parallel.pmap(jax.value_and_grad(model.objective.loss, has_aux=True))
     args = (state.params, state.mcmc, state.key, state.step)
-    _timed(p_mcmc, *args), _timed(p_energy, state.params, state.mcmc.x)  # compile
-    t_mcmc = statistics.median(_timed(p_mcmc, *args) for _ in range(3))
-    t_energy = statistics.median(_timed(p_energy, state.params, state.mcmc.x)
-                                 for _ in range(3))
-    result.update(mcmc_s=t_mcmc, local_energy_s=t_energy,
-                  optimizer_s=result['s_per_iter'] - t_mcmc - t_energy)
+    grad_args = (state.params, state.key, state.mcmc.x)
+    for fn, a in ((p_mcmc, args), (p_energy, grad_args[::2]), (p_grad, grad_args)):
+      _timed(fn, *a)  # compile
+    t_mcmc, t_energy, t_grad = (statistics.median(_timed(fn, *a) for _ in range(3))
+                                for fn, a in ((p_mcmc, args), (p_energy, grad_args[::2]),
+                                              (p_grad, grad_args)))
+    result.update(mcmc_s=t_mcmc, local_energy_s=t_energy, gradient_s=t_grad - t_energy,
+                  optimizer_s=result['s_per_iter'] - t_mcmc - t_grad)
     if spec.pp:  # the nonlocal ECP term's share of the local energy
       from vmc import pseudopotential
       term = pseudopotential.nonlocal_term(model.network.sampling_apply, spec.system,
@@ -168,7 +174,8 @@ def resolve_checkout(name: str) -> tuple[str, str]:
                        capture_output=True, text=True).stdout.strip()
   if not sha:
     raise ValueError(f'--compare {name}: neither a directory nor a git revision of {here}')
-  path = os.path.join(os.path.expanduser('~/.cache/vmc/benchmark'), sha)
+  cache = os.environ.get('VMC_BENCHMARK_CHECKOUTS', os.path.expanduser('~/.cache/vmc/benchmark'))
+  path = os.path.join(cache, sha)
   if not os.path.isdir(path):  # extract the commit's tree once, then reuse it
     partial = path + '.partial'
     subprocess.run(['rm', '-rf', partial], check=True)
@@ -245,7 +252,7 @@ def report(rows: list[dict]) -> str:
   head += [f'{m} peak GB' for m in methods]
   profiled = any('optimizer_s' in r for r in rows)
   if profiled:  # --profile: where the seconds of an iteration go
-    head += ['sampling / local energy / optimizer s']
+    head += ['sampling / local energy / gradient / optimizer s']
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for (system, network, batch, optimizer), g in groups.items():
     any_row = next(iter(g.values()))
@@ -261,7 +268,8 @@ def report(rows: list[dict]) -> str:
     cells += [f'{g[m]["peak_memory_gb"]:.2f}' if m in g else '' for m in methods]
     if profiled:
       cells += ['; '.join(f'{m}: {r["mcmc_s"]:.3g} / {r["local_energy_s"]:.3g} / '
-                          f'{r["optimizer_s"]:.3g}' for m, r in g.items() if 'optimizer_s' in r)]
+                          f'{r.get("gradient_s", float("nan")):.3g} / {r["optimizer_s"]:.3g}'
+                          for m, r in g.items() if 'optimizer_s' in r)]
     lines.append('| ' + ' | '.join(cells) + ' |')
   by_series = {}
   for r in rows:

@@ -91,3 +91,24 @@ def test_report_speed_ups_are_over_loop_only():
 def test_report_fits_the_scaling_exponent():
   rows = [_row('loop', 0.1 * n ** 2, f'X{n}', n) for n in (2, 4, 8)]
   assert 's/iter ∝ N^2.00 over N = 2, 4, 8 electrons' in benchmark.report(rows)
+
+
+def test_compare_report_puts_checkouts_side_by_side():
+  old = dict(_row('forward', 0.3, 'He', 2), checkout='43d9e35')
+  new = dict(_row('forward', 0.2, 'He', 2), checkout='abc1234', ratio=0.667, ratio_min=0.6,
+             ratio_max=0.7, ratio_to='43d9e35')
+  table = benchmark.compare_report([old, new])
+  head, _, line = table.splitlines()
+  assert '43d9e35 s/iter | abc1234 s/iter | abc1234 / 43d9e35' in head
+  assert '| **0.667** (0.600–0.700) |' in line
+
+
+def test_checkouts_are_git_revisions_or_directories(tmp_path, monkeypatch):
+  monkeypatch.setenv('VMC_BENCHMARK_CHECKOUTS', str(tmp_path))
+  label, script = benchmark.resolve_checkout('HEAD')  # the commit's tree, extracted once
+  assert len(label) == 7 and os.path.isfile(script)
+  assert script.startswith(str(tmp_path)) and benchmark.resolve_checkout('HEAD')[1] == script
+  here = os.path.dirname(os.path.dirname(os.path.abspath(benchmark.__file__)))
+  assert benchmark.resolve_checkout(here)[1] == os.path.join(here, 'scripts', 'benchmark.py')
+  with pytest.raises(ValueError, match='neither a directory nor a git revision'):
+    benchmark.resolve_checkout('no-such-revision')
