@@ -310,6 +310,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   if args.case:
+    from vmc import runtime  # noqa: PLC0415
+    runtime.reexec_with_huge_pages()  # as the vmc command does
     print(json.dumps(run_case(json.loads(args.case))), flush=True)
     return 0
   if args.report:
@@ -353,7 +355,8 @@ def main(argv=None):
       if len(checkouts) > 1:
         out['checkout'] = label
       if label != checkouts[0][0]:
-        paired = [r['s_per_iter'] / b['s_per_iter'] for r, b in zip(runs[i, label], base)]
+        paired = [r['s_per_iter'] / b['s_per_iter']
+                  for r, b in zip(runs[i, label], base, strict=True)]
         out.update(ratio=round(out['s_per_iter'] / summarize(case, base)['s_per_iter'], 4),
                    ratio_min=round(min(paired), 4), ratio_max=round(max(paired), 4),
                    ratio_to=checkouts[0][0])

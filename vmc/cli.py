@@ -16,7 +16,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vmc import config as config_lib
+from vmc import config as config_lib, runtime
 from vmc.errors import ConfigError, RunAborted
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(config_lib.__file__), 'config.py')
@@ -151,6 +151,7 @@ def main(job: Callable[[ml_collections.ConfigDict], None] = _run_vmc) -> None:
   """The `vmc` command; scripts that run vmc jobs (scripts/scan.py) pass their own `job`,
   which gets the config of --config and its overrides: errors are reported as for vmc."""
   global _CONFIG
+  runtime.reexec_with_huge_pages()  # restarts once where malloc should ask for huge pages
   sys.argv[1:] = _last_flag_wins(sys.argv[1:])
   _CONFIG = _define_config_flag()
   logging.get_absl_handler().addFilter(_quiet_libraries)

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from vmc import runtime
 from vmc.config import DistributedSpec
 from vmc.errors import ConfigError
 
@@ -38,6 +39,9 @@ AXIS = 'devices'
 with warnings.catch_warnings():
   warnings.simplefilter('ignore', DeprecationWarning)
   jax.config.update('jax_pmap_shmap_merge', False)
+
+
+runtime.serial_lapack()  # OpenBLAS on one thread beside XLA's (vmc/runtime.py)
 
 
 def pmap(fn: Callable, **kwargs: Any) -> Callable:

@@ -4,8 +4,9 @@
 files) so that a number can be reused, or questioned, without its author: the vmc version
 and git commit (when vmc runs from a git checkout; 'dirty' if it has uncommitted changes),
 the versions of Python, jax, jaxlib, kfac-jax, flax, optax, pyscf and numpy, the device
-kind and count and the number of processes, the host, the run's seed and full config
-(from its config.json) and the units of every number.
+kind and count and the number of processes, the CPU runtime settings of vmc/runtime.py,
+the host, the run's seed and full config (from its config.json) and the units of every
+number.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 from typing import Any
 
 import vmc
+from vmc import runtime
 
 PACKAGES = ('jax', 'jaxlib', 'kfac-jax', 'flax', 'optax', 'pyscf', 'numpy', 'h5py')
 UNITS = {'energy': 'hartree', 'length': 'bohr', 'force': 'hartree/bohr', 'time': 'seconds',
@@ -66,7 +68,7 @@ def record(run_dir: str | None = None) -> dict[str, Any]:
       'vmc_version': vmc.__version__, 'git_commit': git_commit(), 'versions': versions(),
       'devices': devices(), 'host': socket.gethostname(), 'platform': platform.platform(),
       'written_at': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
-      'units': UNITS}
+      'units': UNITS, 'cpu_runtime': runtime.describe()}
   if run_dir is not None:
     try:
       with open(os.path.join(run_dir, 'config.json')) as f:

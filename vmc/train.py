@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 
 from vmc import analysis, checkpoint, iteration, networks, observables, parallel, pretrain
-from vmc import provenance, runfolder, writers
+from vmc import provenance, runfolder, runtime, writers
 from vmc.config import DebugSpec, Spec
 from vmc.errors import ConfigError, RunAborted
 from vmc.types import StepStats, TrainState
@@ -296,6 +296,10 @@ def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observab
   logging.info('network %s: %d parameters; optimizer %s', spec.network.network_type,
                n_params, spec.optim.optimizer)
   logging.info('parallelism: %s', parallel.describe(spec.batch_size))
+  cpu = runtime.describe()
+  logging.info('CPU runtime (vmc/runtime.py): malloc on %s pages; LAPACK\'s OpenBLAS %s',
+               'huge' if cpu['malloc_huge_pages'] else '4 KB',
+               'on one thread' if cpu['serial_openblas'] else 'as the environment sets it')
   state = _prepare(spec, model, start, save_path, signals)
   if state is None:
     return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
