@@ -310,8 +310,9 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   if args.case:
-    from vmc import runtime  # noqa: PLC0415
-    runtime.reexec_with_huge_pages()  # as the vmc command does
+    if argv is None:  # a case process of its own, started by the loop below
+      from vmc import runtime  # noqa: PLC0415
+      runtime.reexec_with_huge_pages()  # as the vmc command does
     print(json.dumps(run_case(json.loads(args.case))), flush=True)
     return 0
   if args.report:

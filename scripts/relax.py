@@ -20,7 +20,7 @@ from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vmc import cli, config as config_lib, geometry, scans  # noqa: E402
+from vmc import cli, config as config_lib, geometry, runtime, scans  # noqa: E402
 from vmc.errors import ConfigError  # noqa: E402
 
 _OUT = flags.DEFINE_string('out', '', 'folder of the relaxation (required; rerun to continue)')
@@ -63,4 +63,5 @@ def job(cfg) -> None:
 
 
 if __name__ == '__main__':
+  runtime.reexec_with_huge_pages()  # as the vmc command does (vmc/runtime.py)
   cli.main(job)

@@ -24,7 +24,7 @@ from absl import flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vmc import cli, config as config_lib, geometry, scans  # noqa: E402
+from vmc import cli, config as config_lib, geometry, runtime, scans  # noqa: E402
 from vmc.errors import ConfigError  # noqa: E402
 
 _BONDS = flags.DEFINE_string('bond_lengths', '', 'comma-separated bond lengths (bohr) of a '
@@ -78,4 +78,5 @@ def job(cfg) -> None:
 
 
 if __name__ == '__main__':
+  runtime.reexec_with_huge_pages()  # as the vmc command does (vmc/runtime.py)
   cli.main(job)

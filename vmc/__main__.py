@@ -1,3 +1,3 @@
-from vmc.cli import main
+from vmc.cli import entry
 
-main()
+entry()

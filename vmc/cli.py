@@ -151,12 +151,18 @@ def main(job: Callable[[ml_collections.ConfigDict], None] = _run_vmc) -> None:
   """The `vmc` command; scripts that run vmc jobs (scripts/scan.py) pass their own `job`,
   which gets the config of --config and its overrides: errors are reported as for vmc."""
   global _CONFIG
-  runtime.reexec_with_huge_pages()  # restarts once where malloc should ask for huge pages
   sys.argv[1:] = _last_flag_wins(sys.argv[1:])
   _CONFIG = _define_config_flag()
   logging.get_absl_handler().addFilter(_quiet_libraries)
   app.run(lambda argv: _main(argv, job), flags_parser=_parse_flags)
 
 
-if __name__ == '__main__':
+def entry() -> None:
+  """The `vmc` console script and `python -m vmc`: restarts once where malloc should ask
+  for huge pages (vmc/runtime.py), then main()."""
+  runtime.reexec_with_huge_pages()
   main()
+
+
+if __name__ == '__main__':
+  entry()
