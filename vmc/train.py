@@ -297,7 +297,7 @@ def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observab
                n_params, spec.optim.optimizer)
   logging.info('parallelism: %s', parallel.describe(spec.batch_size))
   cpu = runtime.describe()
-  logging.info('CPU runtime (vmc/runtime.py): malloc on %s pages; scipy\'s OpenBLAS %s',
+  logging.info('CPU runtime (vmc/runtime.py): malloc pages %s; scipy\'s OpenBLAS %s',
                cpu['malloc_pages'],
                'on one thread' if cpu['serial_openblas'] else 'as the environment sets it')
   state = _prepare(spec, model, start, save_path, signals)
