@@ -187,13 +187,18 @@ def resolve_checkout(name: str) -> tuple[str, str]:
   return sha[:7], os.path.join(path, 'scripts', 'benchmark.py')
 
 
+def _seconds(x: float) -> float:
+  """Four significant digits (a millisecond iteration keeps its precision)."""
+  return float(f'{x:.4g}')
+
+
 def summarize(case: dict, results: list[dict]) -> dict:
   """One JSON line from a case's rounds: medians, spread over rounds, peak memory."""
   per_round = [r['s_per_iter'] for r in results]
   out = dict(results[0])
   out.update(
-      s_per_iter=round(statistics.median(per_round), 4),
-      s_per_iter_min=round(min(per_round), 4), s_per_iter_max=round(max(per_round), 4),
+      s_per_iter=_seconds(statistics.median(per_round)),
+      s_per_iter_min=_seconds(min(per_round)), s_per_iter_max=_seconds(max(per_round)),
       rounds=len(results), iterations=case['iterations'],
       compile_s=round(statistics.median(r['compile_s'] for r in results), 2),
       peak_memory_gb=round(max(r['peak_memory_gb'] for r in results), 3),
@@ -201,7 +206,7 @@ def summarize(case: dict, results: list[dict]) -> dict:
           case['batch_size'] * case['mcmc_steps'] / statistics.median(per_round), 1))
   for key in PROFILE_KEYS:
     if key in out:
-      out[key] = round(statistics.median(r[key] for r in results), 4)
+      out[key] = _seconds(statistics.median(r[key] for r in results))
   out['energy'] = round(out['energy'], 5)
   if 'variance' in out:  # (checkouts older than the variance column lack it)
     out['variance'] = round(statistics.median(r['variance'] for r in results), 5)
