@@ -16,9 +16,9 @@ runs with every checkout's own scripts/benchmark.py in turn within a round (the 
 reversed every other round), and each line after the first checkout's carries its ratio
 to the first, so a speed claim is a ratio of two things timed in one sitting.
 Per case: the median and spread (min, max over rounds) of the per-round median seconds per
-iteration, compile seconds (first iteration), peak memory (host RSS on CPU, device peak on
-GPU), walker-steps per second (batch * mcmc.steps / s) and the median variance of the
-local energy over the timed iterations. --pp off,ccecp times each system all-electron and
+iteration, compile seconds (first iteration), peak memory (the highest over rounds, and the
+lowest; host RSS on CPU, device peak on GPU), walker-steps per second (batch * mcmc.steps /
+s) and the median variance of the local energy over the timed iterations. --pp off,ccecp times each system all-electron and
 with ccECP pseudopotentials (docs/pseudopotentials.md). --profile also times the
 Metropolis sampling, the local energy and the loss's value and gradient alone (and, with
 --pp ccecp, the nonlocal ECP term alone): the split sampling / local energy / gradient
@@ -202,6 +202,7 @@ def summarize(case: dict, results: list[dict]) -> dict:
       rounds=len(results), iterations=case['iterations'],
       compile_s=round(statistics.median(r['compile_s'] for r in results), 2),
       peak_memory_gb=round(max(r['peak_memory_gb'] for r in results), 3),
+      peak_memory_gb_min=round(min(r['peak_memory_gb'] for r in results), 3),
       walker_steps_per_s=round(
           case['batch_size'] * case['mcmc_steps'] / statistics.median(per_round), 1))
   for key in PROFILE_KEYS:
@@ -211,6 +212,14 @@ def summarize(case: dict, results: list[dict]) -> dict:
   if 'variance' in out:  # (checkouts older than the variance column lack it)
     out['variance'] = round(statistics.median(r['variance'] for r in results), 5)
   return out
+
+
+def _peak(row: dict) -> str:
+  """Peak GB: the highest over rounds, with the lowest when rounds differed."""
+  low = row.get('peak_memory_gb_min', row['peak_memory_gb'])
+  if low == row['peak_memory_gb']:
+    return f'{row["peak_memory_gb"]:.3f}'
+  return f'{row["peak_memory_gb"]:.3f} ({low:.3f}–{row["peak_memory_gb"]:.3f})'
 
 
 def compare_report(rows: list[dict]) -> str:
@@ -224,7 +233,7 @@ def compare_report(rows: list[dict]) -> str:
     cases.setdefault(key, {})[r['checkout']] = r
   head = ['system', 'network', 'batch', 'optimizer', 'laplacian']
   head += [f'{c} s/iter' for c in labels] + [f'{c} / {labels[0]}' for c in labels[1:]]
-  head += [f'{c} peak GB' for c in labels]
+  head += [f'{c} peak GB (range over rounds)' for c in labels]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for key, by in cases.items():
     cells = [str(k) for k in key]
@@ -236,7 +245,7 @@ def compare_report(rows: list[dict]) -> str:
       r = by.get(c)
       cells.append(f'**{r["ratio"]:.3f}** ({r["ratio_min"]:.3f}–{r["ratio_max"]:.3f})'
                    if r and 'ratio' in r else '')
-    cells += [f'{by[c]["peak_memory_gb"]:.2f}' if c in by else '' for c in labels]
+    cells += [_peak(by[c]) if c in by else '' for c in labels]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

@@ -101,6 +101,18 @@ def test_compare_report_puts_checkouts_side_by_side():
   head, _, line = table.splitlines()
   assert '43d9e35 s/iter | abc1234 s/iter | abc1234 / 43d9e35' in head
   assert '| **0.667** (0.600–0.700) |' in line
+  assert line.endswith('| 1.000 | 1.000 |')  # one peak: no range
+
+
+def test_summary_keeps_the_range_of_peak_memory_over_rounds():
+  case = dict(iterations=10, batch_size=256, mcmc_steps=10)
+  rounds = [dict(_row('forward', s), compile_s=9.0, energy=-1.0, peak_memory_gb=gb)
+            for s, gb in ((0.3, 2.2), (0.2, 2.1), (0.25, 2.15))]
+  out = benchmark.summarize(case, rounds)
+  assert (out['s_per_iter'], out['s_per_iter_min'], out['s_per_iter_max']) == (0.25, 0.2, 0.3)
+  assert (out['peak_memory_gb'], out['peak_memory_gb_min']) == (2.2, 2.1)
+  row = dict(out, checkout='abc1234')
+  assert benchmark.compare_report([row]).splitlines()[2].endswith('| 2.200 (2.100–2.200) |')
 
 
 def test_checkouts_are_git_revisions_or_directories(tmp_path, monkeypatch):
