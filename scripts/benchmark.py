@@ -309,7 +309,8 @@ def main(argv=None):
   parser.add_argument('--iterations', type=int, default=10, help='timed, after compiling')
   parser.add_argument('--rounds', type=int, default=1, help='repeats of every case')
   parser.add_argument('--mcmc_steps', type=int, default=10)
-  parser.add_argument('--chunk', type=int, default=0, help='optim.local_energy_chunk_size')
+  parser.add_argument('--chunk', type=int, default=0,
+                      help='optim.local_energy_chunk_size (0: each checkout\'s default)')
   parser.add_argument('--pp', default='off', help="'off', 'ccecp' or both ('off,ccecp'): "
                       'all-electron, or with ccECP pseudopotentials on the atoms beyond He')
   parser.add_argument('--profile', action='store_true',

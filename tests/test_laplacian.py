@@ -152,3 +152,34 @@ def test_kfac_runs_the_same_with_both_laplacians(tmp_path, make_tiny_config):
   assert abs(energies['forward'][0] - energies['loop'][0]) < 1e-5 * abs(energies['loop'][0])
   np.testing.assert_allclose(energies['forward'], energies['loop'], rtol=1e-3)
   assert energies['loop'][-1] != energies['loop'][0]  # the parameters did move
+
+
+def test_automatic_chunks_fit_the_memory_budget():
+  # All at once when the estimate fits; else the largest divisor of the walkers that fits.
+  assert hamiltonian.auto_chunk_size(256, 1e6, 2 ** 30) == 0
+  assert hamiltonian.auto_chunk_size(256, 4.2e6, 2 ** 30) == 128
+  assert hamiltonian.auto_chunk_size(300, 4.2e6, 2 ** 30) == 150  # 255 fit
+  assert hamiltonian.auto_chunk_size(7, 1e9, 2 ** 30) == 1  # 7 is prime; at least one
+  assert hamiltonian.memory_budget('cpu', None) == 2 ** 30
+  assert hamiltonian.memory_budget('gpu', 80 * 2 ** 30) == 40 * 2 ** 30
+  # 3N tangents for the forward Laplacian, 3 for the loop: N2 with 256-wide layers.
+  assert hamiltonian.bytes_per_walker(14, 256, 'forward') == 7 * 4 * 42 * 14 * 256
+  assert hamiltonian.bytes_per_walker(14, 256, 'loop') == 7 * 4 * 3 * 14 * 256
+
+
+def test_local_energy_chunk_of_a_spec():
+  from vmc import config as config_lib, iteration
+  cfg = config_lib.default()
+  cfg.system.molecule, cfg.batch_size = 'N2', 256
+  spec = config_lib.resolve(cfg)  # FermiNet's default network: 4.2 MB per walker
+  chunk, line = iteration.local_energy_chunk(spec)
+  assert chunk == 128 and line.startswith('128 of 256 walkers per device at a time')
+  cfg.optim.laplacian = 'loop'
+  assert iteration.local_energy_chunk(config_lib.resolve(cfg))[0] == 0
+  cfg.optim.laplacian, cfg.optim.local_energy_chunk_size = 'forward', 32
+  assert iteration.local_energy_chunk(config_lib.resolve(cfg)) == (
+      32, '32 of 256 walkers per device at a time (config)')
+  cfg.system.molecule, cfg.system.atom = None, 'He'
+  cfg.optim.local_energy_chunk_size = 0
+  assert iteration.local_energy_chunk(config_lib.resolve(cfg))[1].startswith(
+      'all 256 walkers per device at once')

@@ -99,8 +99,10 @@ def _optim() -> dict:
         # sparsity; for the Psiformer the same as 'folx'), 'loop' (jvp of the gradient
         # over 3N coordinates), 'folx' (folx's generic forward Laplacian).
         'laplacian': 'forward',
-        # Walkers per device whose local energies are computed together (0: all). Lower
-        # it when the local energy runs out of memory; the result does not change.
+        # Walkers per device whose local energies are computed together; 0: chosen from
+        # the estimated memory, all at once unless that exceeds 1 GiB per CPU device or
+        # half an accelerator's memory (vmc.iteration.local_energy_chunk; the log says).
+        # Lower it when the local energy runs out of memory; the result does not change.
         'local_energy_chunk_size': 0,
         'clip_local_energy': 5.0,  # clip at median +- this many mean absolute deviations
         'lr': {

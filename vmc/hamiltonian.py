@@ -130,6 +130,37 @@ def make_local_energy(wavefunction: WavefunctionFn, system: systems.System,
   return local_energy
 
 
+CPU_BUDGET_BYTES = 2 ** 30  # per CPU device: chunks of a local energy cost no speed there
+
+
+def bytes_per_walker(n_electrons: int, width: int, laplacian: str) -> float:
+  """A rough estimate of one walker's working memory in the local energy: about seven
+  float32 arrays of the widest layer's features with their derivatives, 3N of them for
+  'forward' and 'folx' (which carry the whole Jacobian), 3 for 'loop' (one Hessian-vector
+  product at a time). For N2 with FermiNet's default network it gives 4.2 MB; XLA's
+  scratch allocation for N2's iteration at 256 walkers per device is 1,080 MB."""
+  tangents = 3 * n_electrons if laplacian in ('forward', 'folx') else 3
+  return 7.0 * 4 * tangents * n_electrons * width
+
+
+def memory_budget(platform: str, bytes_limit: int | None) -> float:
+  """Bytes per device the local energy may take at once: 1 GiB on CPUs (where computing it
+  in chunks is as fast: docs/benchmarks.md), half the device's memory on accelerators
+  (1 GiB if the device does not say)."""
+  if platform == 'cpu' or not bytes_limit:
+    return float(CPU_BUDGET_BYTES)
+  return 0.5 * bytes_limit
+
+
+def auto_chunk_size(walkers: int, per_walker: float, budget: float) -> int:
+  """Walkers per local-energy chunk: 0 (all at once) when they fit the budget, else the
+  largest divisor of `walkers` that does (equal chunks: one compiled body), at least 1."""
+  if walkers * per_walker <= budget:
+    return 0
+  fit = max(1, int(budget // per_walker))
+  return max(d for d in range(1, min(fit, walkers) + 1) if walkers % d == 0)
+
+
 def batched(local_energy: LocalEnergyFn, chunk_size: int = 0,
             batch_terms: Sequence[BatchEnergyFn] = ()) -> BatchEnergyFn:
   """(params, x (batch, 3N), key=None) -> E_L (batch,): the per-walker `local_energy` of

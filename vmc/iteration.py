@@ -99,6 +99,34 @@ def make_iteration(sampler: Sampler, optimizer: Optimizer) -> Iteration:
                                          donate_argnums=0))
 
 
+def local_energy_chunk(spec: Spec) -> tuple[int, str]:
+  """(walkers per local-energy chunk, 0 for all at once; a line for the log).
+
+  optim.local_energy_chunk_size > 0 is taken as given; 0 chooses from the estimated memory
+  of all the device's walkers at once (hamiltonian.bytes_per_walker) against the device's
+  budget (hamiltonian.memory_budget): all at once when they fit, else equal chunks that do.
+  """
+  walkers = spec.batch_size // parallel.global_device_count()
+  if spec.optim.local_energy_chunk_size > 0:
+    chunk = spec.optim.local_energy_chunk_size
+    return chunk, f'{min(chunk, walkers)} of {walkers} walkers per device at a time (config)'
+  net = spec.network
+  width = (max(h1 for h1, _ in net.ferminet.hidden_dims) if net.network_type == 'ferminet'
+           else max(net.psiformer.num_heads * net.psiformer.heads_dim,
+                    *net.psiformer.mlp_hidden_dims))
+  per_walker = hamiltonian.bytes_per_walker(spec.system.n_electrons, width,
+                                            spec.optim.laplacian)
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() or {}
+  budget = hamiltonian.memory_budget(device.platform, stats.get('bytes_limit'))
+  chunk = hamiltonian.auto_chunk_size(walkers, per_walker, budget)
+  needs = f'estimated {walkers * per_walker / 2 ** 30:.2f} GiB for all, budget ' \
+          f'{budget / 2 ** 30:.2f} GiB'
+  if chunk == 0:
+    return 0, f'all {walkers} walkers per device at once ({needs})'
+  return chunk, f'{chunk} of {walkers} walkers per device at a time ({needs})'
+
+
 def build(spec: Spec) -> Model:
   """Network, sampler, objective, optimizer and the composed iteration of a spec."""
   network = networks.make_network(spec.system, spec.network)
@@ -113,7 +141,7 @@ def build(spec: Spec) -> Model:
                                                spec.optim.laplacian, network.laplacian, ecp)
   objective = loss.make_objective(
       batch_logabs,
-      hamiltonian.batched(local_energy, spec.optim.local_energy_chunk_size, nonlocal_terms),
+      hamiltonian.batched(local_energy, local_energy_chunk(spec)[0], nonlocal_terms),
       spec.optim.clip_local_energy)
   # The sampler evaluates the same log|psi| through the network's cheaper path.
   sampler = mcmc.make_sampler(jax.vmap(network.sampling_logabs, in_axes=(None, 0)),

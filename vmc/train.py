@@ -296,6 +296,7 @@ def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observab
   logging.info('network %s: %d parameters; optimizer %s', spec.network.network_type,
                n_params, spec.optim.optimizer)
   logging.info('parallelism: %s', parallel.describe(spec.batch_size))
+  logging.info('local energy: %s', iteration.local_energy_chunk(spec)[1])
   cpu = runtime.describe()
   logging.info('CPU runtime (vmc/runtime.py): malloc pages %s; scipy\'s OpenBLAS %s',
                cpu['malloc_pages'],
