@@ -176,6 +176,10 @@ def test_local_energy_chunk_of_a_spec():
   assert chunk == 128 and line.startswith('128 of 256 walkers per device at a time')
   cfg.optim.laplacian = 'loop'
   assert iteration.local_energy_chunk(config_lib.resolve(cfg))[0] == 0
+  cfg.optim.laplacian, cfg.network.network_type = 'forward', 'psiformer'
+  cfg.network.psiformer.mlp_hidden_dims = (512,)  # the widest layer sets the estimate
+  assert iteration.local_energy_chunk(config_lib.resolve(cfg))[0] == 64
+  cfg.network.network_type = 'ferminet'
   cfg.optim.laplacian, cfg.optim.local_energy_chunk_size = 'forward', 32
   assert iteration.local_energy_chunk(config_lib.resolve(cfg)) == (
       32, '32 of 256 walkers per device at a time (config)')
