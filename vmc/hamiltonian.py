@@ -138,7 +138,7 @@ def bytes_per_walker(n_electrons: int, width: int, laplacian: str) -> float:
   float32 arrays of the widest layer's features with their derivatives, 3N of them for
   'forward' and 'folx' (which carry the whole Jacobian), 3 for 'loop' (one Hessian-vector
   product at a time). For N2 with FermiNet's default network it gives 4.2 MB; XLA's
-  scratch allocation for N2's iteration at 256 walkers per device is 1,080 MB."""
+  scratch allocation for N2's unchunked iteration at 256 walkers per device is 1,080 MB."""
   tangents = 3 * n_electrons if laplacian in ('forward', 'folx') else 3
   return 7.0 * 4 * tangents * n_electrons * width
 

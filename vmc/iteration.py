@@ -120,8 +120,8 @@ def local_energy_chunk(spec: Spec) -> tuple[int, str]:
   stats = device.memory_stats() or {}
   budget = hamiltonian.memory_budget(device.platform, stats.get('bytes_limit'))
   chunk = hamiltonian.auto_chunk_size(walkers, per_walker, budget)
-  needs = f'estimated {walkers * per_walker / 2 ** 30:.2f} GiB for all, budget ' \
-          f'{budget / 2 ** 30:.2f} GiB'
+  needs = f'estimated {walkers * per_walker / 2 ** 20:.0f} MiB for all, budget ' \
+          f'{budget / 2 ** 20:.0f} MiB'
   if chunk == 0:
     return 0, f'all {walkers} walkers per device at once ({needs})'
   return chunk, f'{chunk} of {walkers} walkers per device at a time ({needs})'
