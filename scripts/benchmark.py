@@ -107,8 +107,9 @@ def _peak_memory_gb() -> float:
 def run_case(case: dict) -> dict:
   """One case in this process: compile, then time `iterations` full iterations."""
   import jax
-  from vmc import config as config_lib, iteration, networks, parallel
+  from vmc import config as config_lib, iteration, networks, parallel, runtime
 
+  runtime.configure()  # the process settings of a run (vmc/runtime.py)
   spec = config_lib.resolve(make_config(case))
   model = iteration.build(spec)
   trainer = model.iteration

@@ -1,12 +1,33 @@
 """Shared fixtures: tiny configs so the whole suite stays within minutes on 2 cores."""
 
+import functools
 import os
 import tempfile
 
 import jax
 import pytest
 
-from vmc import config as config_lib
+from vmc import config as config_lib, runtime
+from vmc.optimizers import kfac_support
+
+
+@functools.cache
+def kfac_problem():
+  """Why KFAC cannot run on this stack, or None (vmc/optimizers/kfac_support.py: kfac-jax
+  0.0.8 runs on jax <= 0.9.1 only). Where it cannot, tests of KFAC itself are skipped with
+  the reason (`requires_kfac`), and tests that only need some optimizer to train with take
+  SPRING (`trainer`): the rest of the run is tested on every stack. Asked after
+  pytest_configure, so that the persistent compilation cache is set up first."""
+  return kfac_support.problem()
+
+
+def requires_kfac():
+  problem = kfac_problem()
+  return pytest.mark.skipif(problem is not None, reason=f'KFAC cannot run here: {problem}')
+
+
+def trainer():
+  return 'kfac' if kfac_problem() is None else 'spring'
 
 
 def pytest_configure(config):
@@ -21,15 +42,25 @@ def pytest_configure(config):
       'VMC_TEST_JAX_CACHE', os.path.join(tempfile.gettempdir(), 'vmc-tests-jax-cache')))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  runtime.configure()  # the process settings of a run, as every run applies them
 
 
-def tiny_config(atom='He', optimizer='kfac', **overrides):
+def slow_after_first(cases, ids=None):
+  """Parametrize cases with all but the first marked slow: `pytest -m "not slow"` keeps one
+  representative of a long parametrized test."""
+  ids = ids or [None] * len(cases)
+  return [pytest.param(*(c if isinstance(c, tuple) else (c,)), id=i,
+                       marks=() if n == 0 else pytest.mark.slow)
+          for n, (c, i) in enumerate(zip(cases, ids))]
+
+
+def tiny_config(atom='He', optimizer=None, **overrides):
   cfg = config_lib.default()
   cfg.system.atom = atom
   cfg.batch_size = 64
   cfg.network.determinants = 2
   cfg.network.ferminet.hidden_dims = ((16, 4), (16, 4))
-  cfg.optim.optimizer = optimizer
+  cfg.optim.optimizer = optimizer or trainer()
   cfg.optim.iterations = 10
   cfg.mcmc.burn_in = 10
   cfg.mcmc.steps = 5

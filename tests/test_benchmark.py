@@ -35,6 +35,7 @@ def test_benchmark_networks_are_those_of_the_configs(name, expected):
   assert cfg.system.molecule == 'LiH' and cfg.batch_size == 32 and cfg.mcmc.steps == 2
 
 
+@pytest.mark.slow
 def test_a_tiny_benchmark_prints_one_json_line_per_case(tmp_path, capsys):
   out = tmp_path / 'bench.jsonl'
   # One case (a subprocess each): the Laplacian methods agree by tests/test_laplacian.py.

@@ -26,6 +26,7 @@ def _params(result):
   return jax.tree_util.tree_leaves(parallel.first(result.final_state.params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', optimizers.NAMES)
 def test_resume_is_bit_exact(tmp_path, make_tiny_config, optimizer):
   runs = [(tmp_path / 'a', 12), (tmp_path / 'b', 5), (tmp_path / 'b', 12)]
@@ -47,6 +48,7 @@ def test_keep_prunes_old_checkpoints(tmp_path, make_tiny_config):
   assert [s for s, _ in checkpoint.list_checkpoints(str(tmp_path))] == [4, 5]
 
 
+@pytest.mark.slow
 def test_restore_with_another_batch_size_resamples_walkers(tmp_path, make_tiny_config):
   train.run(config_lib.resolve(_cfg(make_tiny_config, tmp_path / 'a', 3)))
   for batch in (32, 96):
@@ -58,6 +60,7 @@ def test_restore_with_another_batch_size_resamples_walkers(tmp_path, make_tiny_c
     np.testing.assert_array_equal(analysis.read_stats(cfg.log.save_path)['step'], [3, 4])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', ['kfac', 'spring'])
 def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config, optimizer):
   """A local energy that is NaN whenever walker 0 lands in a thin slab of space (SPRING's
@@ -120,6 +123,7 @@ TINY = ['--config.batch_size=32', '--config.mcmc.burn_in=2', '--config.pretrain.
         '--config.debug.deterministic=True', '--config.log.print_every_seconds=0']
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_resume_continues_the_statistics(tmp_path):
   out = tmp_path / 'run'
   env = dict(os.environ, JAX_PLATFORMS='cpu')

@@ -35,6 +35,7 @@ def _local_energy_at_coalescence(make_tiny_config, jastrow, pair, distances):
   return np.array(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('pair', [(0, 2), (0, 1)], ids=['opposite_spins', 'same_spins'])
 def test_psiformer_jastrow_keeps_local_energy_bounded_as_electrons_meet(pair,
                                                                          make_tiny_config):

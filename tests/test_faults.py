@@ -102,6 +102,7 @@ def test_unreadable_checkpoints_are_set_aside_for_the_previous_one(tmp_path,
   assert not (tmp_path / 'new').exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_system_is_refused_on_resume_and_warned_on_restore(
     tmp_path, make_tiny_config, caplog):
   _run(_cfg(make_tiny_config, tmp_path / 'he', 2))
@@ -214,6 +215,7 @@ def _wait_for_rows(path, rows, proc, timeout=300):
   raise AssertionError(f'{path} did not reach {rows} rows (exit code {proc.poll()})')
 
 
+@pytest.mark.slow
 def test_kill_9_before_and_after_the_first_checkpoint_then_the_same_command_finishes(
     tmp_path):
   out = tmp_path / 'run'
@@ -250,6 +252,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]),) * 2)
 os.execv(sys.executable, [sys.executable, '-m', 'vmc'] + sys.argv[2:])"""
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_in_one_line_and_leaves_the_checkpoints_whole(
     tmp_path, make_tiny_config):
   """The checkpoint that no longer fits fails to write (a file size limit stands in for

@@ -51,6 +51,7 @@ def test_potential_energy_by_hand():
   np.testing.assert_allclose(v, expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('full_det', [True, False])
 def test_laplacian_matches_hessian_trace_and_finite_differences(full_det, make_tiny_config):
   system = systems.make_system(molecule='LiH')
@@ -70,6 +71,7 @@ def test_laplacian_matches_hessian_trace_and_finite_differences(full_det, make_t
     np.testing.assert_allclose(lap, fd, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_float32_local_energy_agrees_with_float64(make_tiny_config):
   system = systems.make_system(atom='Li')
   net = make_network(system, make_tiny_config())

@@ -9,12 +9,19 @@ the update only by float32 round-off: after 8 steps the energies agree to about 
 relative; a preconditioner off by even 1e-3 would move both far more.
 """
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.monitoring
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 from vmc import config as config_lib, iteration, parallel
+from vmc.errors import ConfigError
+from vmc.optimizers import kfac_support
 
 BEFORE = {  # He, tiny_config, PRNGKey(3): energies per step, sum of squared parameters
     'default': ([-0.25231778621673584, 0.010119318962097168, 0.5744701623916626,
@@ -68,3 +75,59 @@ def test_cached_curvature_and_inverses_keep_kfac_jax_s_trajectory():
   np.testing.assert_allclose(norm, expected_norm, rtol=1e-6)
   # and it is not the every-step trajectory
   assert abs(energies[2] - BEFORE['default'][0][2]) > 0.1
+
+
+# ----------------------------------------------------------------------------------------
+# Which kfac-jax runs on which JAX (vmc/optimizers/kfac_support.py).
+
+
+def test_the_supported_pair_passes_the_check():
+  """kfac-jax 0.0.8 on jax 0.9.1 (constraints.txt) must run; elsewhere the check decides
+  (the CLI test below holds either answer to its word)."""
+  if jax.__version_info__[:3] <= (0, 9, 1):
+    assert kfac_support.problem() is None
+    kfac_support.check()
+
+
+def test_an_incompatible_graph_evaluator_is_one_line_naming_the_ways_out(monkeypatch):
+  try:
+    from kfac_jax._src import tag_graph_matcher
+  except AttributeError:  # kfac-jax 0.0.8 on jax >= 0.11: fails at import, as reported
+    reason = kfac_support.problem()
+    assert reason is not None and 'fails at import on this JAX' in reason
+  else:  # as kfac-jax 0.0.8 breaks on jax 0.9.2 and 0.10 (two values unpacked from one)
+    def unpack_two(eqn, values):
+      raise ValueError('not enough values to unpack (expected 2, got 0)')
+    monkeypatch.setattr(tag_graph_matcher, 'eval_jaxpr_eqn', unpack_two)
+    assert 'graph evaluator fails' in kfac_support.problem()
+    monkeypatch.setattr(tag_graph_matcher, 'eval_jaxpr_eqn', lambda eqn, values: [3.0])
+    assert 'wrongly' in kfac_support.problem()
+  monkeypatch.setattr(kfac_support, 'problem', lambda: 'because')
+  with pytest.raises(ConfigError) as error:
+    kfac_support.check()
+  message = str(error.value)
+  assert '\n' not in message and 'because' in message and f'jax {jax.__version__}' in message
+  for way_out in ('--config.optim.optimizer=spring', kfac_support.INSTALL_DEVELOPMENT,
+                  'constraints.txt'):
+    assert way_out in message
+
+
+@pytest.mark.slow
+def test_a_kfac_run_either_runs_or_stops_at_once_with_one_line(tmp_path):
+  """On this stack: if the check passes, a KFAC run trains; if not, `vmc` says so in one line,
+  exit 2, before it writes anything."""
+  out = tmp_path / 'run'
+  args = [sys.executable, '-m', 'vmc', '--config.optim.optimizer=kfac',
+          '--config.batch_size=32', '--config.optim.iterations=2', '--config.mcmc.burn_in=1',
+          '--config.pretrain.method=none', '--config.network.determinants=1',
+          '--config.network.ferminet.hidden_dims=((8, 4),)', f'--config.log.save_path={out}']
+  proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  if kfac_support.problem() is None:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'step 2/2' in proc.stderr
+  else:
+    assert proc.returncode == 2
+    errors = [l for l in proc.stderr.splitlines() if l.startswith('vmc: error:')]
+    assert len(errors) == 1 and 'optimizer=spring' in errors[0], proc.stderr[-2000:]
+    assert not out.exists()

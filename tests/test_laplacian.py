@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-from conftest import NETWORK_VARIANTS, make_network
+from conftest import NETWORK_VARIANTS, make_network, slow_after_first
 from vmc import hamiltonian, systems, train
 from vmc.networks import orbitals
 from vmc import config as config_lib
@@ -36,7 +36,7 @@ def _random_net(system, full_det, make_tiny_config, dtype, **overrides):
   return net, jax.tree_util.tree_unflatten(tree, leaves)
 
 
-@pytest.mark.parametrize('kwargs,full_det', CASES)
+@pytest.mark.parametrize('kwargs,full_det', slow_after_first(CASES))
 def test_forward_laplacian_matches_loop_in_float64(kwargs, full_det, make_tiny_config):
   system = systems.make_system(**kwargs)
   with enable_x64(True):
@@ -71,8 +71,8 @@ def test_every_head_option_is_checked(make_tiny_config):
   assert covered == {(k, v) for k, vs in values.items() for v in vs}
 
 
-@pytest.mark.parametrize('variant, full_det', CHECKED,
-                         ids=[name for name, _ in LAPLACIAN_VARIANTS])
+@pytest.mark.parametrize('variant, full_det', slow_after_first(
+    CHECKED, ids=[name for name, _ in LAPLACIAN_VARIANTS]))
 def test_every_network_option_has_the_exact_laplacian(variant, full_det, make_tiny_config):
   """Method 'forward' (FermiNet's own, or folx for the Psiformer) against the loop, float64."""
   system = systems.make_system(molecule='LiH')
@@ -93,6 +93,7 @@ def test_every_network_option_has_the_exact_laplacian(variant, full_det, make_ti
                                jax.vmap(lambda y: f(params, y))(x), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_float32_methods_are_exact_to_round_off(make_tiny_config):
   """In float32 every method is within round-off of the float64 local energy, measured on
   the scale of the terms that cancel in it (|lap log psi| + |grad log psi|^2, which reach
@@ -113,6 +114,7 @@ def test_float32_methods_are_exact_to_round_off(make_tiny_config):
     assert np.max(np.abs(e32 - exact) / scale) < 5e-6, method
 
 
+@pytest.mark.slow
 def test_chunked_local_energy_equals_unchunked(make_tiny_config):
   system = systems.make_system(atom='Li')
   net, params = _random_net(system, True, make_tiny_config, jnp.float32)
@@ -141,6 +143,7 @@ def test_sampling_logabs_equals_the_module(full_det, make_tiny_config):
   np.testing.assert_allclose(log, log_ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_kfac_runs_the_same_with_both_laplacians(tmp_path, make_tiny_config):
   """Under jit, pmap and kfac-jax's compiled step: the first energy (same walkers, same
   parameters) agrees to round-off, and the runs stay together afterwards."""

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vmc import hamiltonian, loss, parallel, systems
 from conftest import make_network
@@ -17,6 +18,7 @@ def _setup(make_tiny_config, clip):
   return params, x, batch_logabs, batch_el, loss_fn
 
 
+@pytest.mark.slow
 def test_gradient_is_the_vmc_estimator(make_tiny_config):
   """grad = 2 <(E_L - <E_L>) grad log|psi|> when no local energy is clipped."""
   params, x, batch_logabs, batch_el, loss_fn = _setup(make_tiny_config, clip=1e6)

@@ -96,6 +96,7 @@ def _evaluation(tiny_config, tmp_path, name, pretrain_iterations, **overrides):
     return json.load(f), cfg
 
 
+@pytest.mark.slow
 def test_lih_dipole_points_from_h_to_li_and_h2_has_none(tmp_path, make_tiny_config):
   lih, cfg = _evaluation(make_tiny_config, tmp_path, 'lih', 200, **{
       'system.molecule': 'LiH', 'system.atom': '', 'observables.forces': True})
@@ -131,6 +132,7 @@ def test_lih_dipole_points_from_h_to_li_and_h2_has_none(tmp_path, make_tiny_conf
       'hartree/bohr')
 
 
+@pytest.mark.slow
 def test_li_evaluation_s2_density_and_outputs(tmp_path, make_tiny_config):
   summary, cfg = _evaluation(make_tiny_config, tmp_path, 'li', 100, **{'system.atom': 'Li',
                                                       'observables.density': 'radial'})

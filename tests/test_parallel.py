@@ -95,6 +95,7 @@ def test_single_process_needs_no_distributed_setup(make_tiny_config):
 # Several devices in one process.
 
 
+@pytest.mark.slow
 def test_two_devices_train_with_identical_parameters_and_checkpoint_all_walkers(tmp_path):
   proc = _worker(tmp_path / 'two.npz',
                  {'batch_size': 64, 'optim.iterations': 8, 'pretrain.method': '"hf"',
@@ -112,6 +113,7 @@ def test_two_devices_train_with_identical_parameters_and_checkpoint_all_walkers(
   assert keys[0].shape[0] == 2  # one RNG stream per device
 
 
+@pytest.mark.slow
 def test_two_devices_sample_the_same_energy_as_one(tmp_path, make_tiny_config):
   """A fixed wavefunction (trained, then learning rate 0) sampled on 1 and on 2 devices."""
   cfg = make_tiny_config('He', 'kfac', batch_size=128, **{'mcmc.steps': 10})
@@ -170,6 +172,7 @@ def _outputs(folder):
   return sorted(p.name for p in folder.iterdir() if p.name != '__pycache__')
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_stop_together_and_only_process_zero_writes(tmp_path):
   run = {'batch_size': 64, 'pretrain.method': '"hf"', 'pretrain.iterations': 5,
          'log.save_path': '"run"', 'log.print_every_seconds': 0.0}
@@ -215,6 +218,7 @@ def test_two_processes_train_as_one_stop_together_and_only_process_zero_writes(t
       'train_stats.csv'})
 
 
+@pytest.mark.slow
 def test_processes_started_by_slurm_find_each_other_from_its_environment(tmp_path):
   procs = _launch(tmp_path, {'batch_size': 32, 'optim.iterations': 3, 'log.save_path': '"run"'},
                   slurm=True)

@@ -75,6 +75,7 @@ def test_basis_without_the_element_is_a_config_error():
     pretrain.check_basis(systems.make_system(atom='Kr'), '6-31g')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('system_kw, full_det', [
     (dict(atom='Li'), True), (dict(molecule='LiH'), False)])
 def test_pretraining_fits_hf_orbitals_then_vmc_starts_near_hf(
@@ -131,6 +132,7 @@ def test_non_finite_pretraining_is_a_one_line_error(tmp_path, make_tiny_config, 
     train.run(config_lib.resolve(cfg))
 
 
+@pytest.mark.slow
 def test_sigterm_during_pretraining_stops_cleanly_and_the_rerun_starts_it_again(tmp_path):
   import os
   import signal

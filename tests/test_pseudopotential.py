@@ -190,6 +190,7 @@ def test_local_energy_adds_the_ecp_terms_with_effective_charges():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_tiny_ecp_run_pretrains_trains_and_reports_its_hamiltonian(tmp_path,
                                                                      make_tiny_config):
   """Mg with ccECP (2 valence electrons): Hartree-Fock in the ccECP basis, training steps

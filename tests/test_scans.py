@@ -89,6 +89,7 @@ def h2_scan(tmp_path_factory):
   return cfg, geoms, out, plan, points
 
 
+@pytest.mark.slow
 def test_scan_writes_json_and_extxyz_that_ase_reads(h2_scan):
   ase_io = pytest.importorskip('ase.io')
   from ase import units

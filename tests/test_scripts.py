@@ -27,6 +27,7 @@ def finished_run(tmp_path_factory):
   return result
 
 
+@pytest.mark.slow
 def test_analyze_prints_a_table_and_writes_a_png(finished_run, tmp_path, capsys):
   run = finished_run.save_path
   # A second run still in progress: no summary yet, a half-written last line.

@@ -60,6 +60,7 @@ def test_batch_script_runs_a_valid_vmc_command(tmp_path, script):
       assert arg.split('=')[1] in systems.MOLECULES
 
 
+@pytest.mark.slow
 def test_time_limit_signal_checkpoints_requeues_and_the_requeued_job_resumes(tmp_path):
   env, log = _fake_slurm(tmp_path, 'exec "$@"')
   script = os.path.join(SLURM, 'one_gpu.sbatch')

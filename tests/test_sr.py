@@ -37,6 +37,7 @@ def _close(actual, expected, rtol):
   assert error < rtol, error
 
 
+@pytest.mark.slow  # the float64 reference runs in a 2-device subprocess
 def test_kernel_form_equals_the_dense_sr_solve(ref):
   """O^T (O O^T + lambda I)^-1 e from the optimizer = (O^T O + lambda I)^-1 O^T e (numpy,
   P x P), with clipping and a norm constraint that binds (coefficient < 1)."""
@@ -46,6 +47,7 @@ def test_kernel_form_equals_the_dense_sr_solve(ref):
   _close(ref['minsr'] - ref['params'], ref['minsr_dense'] - ref['params'], 1e-7)
 
 
+@pytest.mark.slow  # the float64 reference runs in a 2-device subprocess
 def test_spring_with_mu_zero_is_minsr(ref):
   # Steps of ~1e-5 taken from parameters of ~1: rounding of the sums is ~1e-11 of them.
   _close(ref['spring_mu0'] - ref['params'], ref['minsr'] - ref['params'], 1e-9)
@@ -53,12 +55,14 @@ def test_spring_with_mu_zero_is_minsr(ref):
   _close(ref['spring_mu0_phi'], ref['minsr_phi_dense'], 1e-7)
 
 
+@pytest.mark.slow  # the float64 reference runs in a 2-device subprocess
 def test_spring_step_is_the_regularised_least_squares_one(ref):
   """phi = mu phi_prev + (O^T O + lambda I)^-1 O^T (e - mu O phi_prev), dense."""
   _close(ref['spring_phi'], ref['spring_phi_dense'], 1e-7)
   _close(ref['spring'] - ref['params'], ref['spring_dense'] - ref['params'], 1e-7)
 
 
+@pytest.mark.slow  # the float64 reference runs in a 2-device subprocess
 def test_two_devices_take_the_one_device_step(ref):
   """The same 16 walkers as 2 x 8, gradients in chunks of 3 (padded): one Gram matrix
   over both devices' walkers, the same step."""
@@ -66,6 +70,7 @@ def test_two_devices_take_the_one_device_step(ref):
   _close(ref['spring_2dev'] - ref['params'], ref['spring'] - ref['params'], 1e-9)
 
 
+@pytest.mark.slow  # the float64 reference runs in a 2-device subprocess
 def test_float32_direction_is_close_to_the_float64_dense_one(ref):
   """64 walkers, damping 1e-3, everything in float32: measured 1e-3 relative."""
   _close(ref['float32_phi'], ref['float64_phi_dense'], 1e-2)

@@ -25,6 +25,7 @@ def _rows(path):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config):
   cfg = make_tiny_config('He', 'kfac', batch_size=128)
   cfg.optim.iterations = 80
@@ -53,6 +54,7 @@ def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_kfac_lowers_helium_energy_with_the_psiformer(tmp_path, make_tiny_config):
   cfg = make_tiny_config('He', 'kfac', batch_size=128, **TINY_PSIFORMER)
   cfg.optim.iterations = 80
@@ -66,6 +68,7 @@ def test_kfac_lowers_helium_energy_with_the_psiformer(tmp_path, make_tiny_config
 OTHER_VARIANTS = [(n, v) for n, v in NETWORK_VARIANTS if n not in ('ferminet', 'psiformer')]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', [v for _, v in OTHER_VARIANTS],
                          ids=[name for name, _ in OTHER_VARIANTS])
 def test_kfac_steps_every_network_option(variant, tmp_path, make_tiny_config):
@@ -84,6 +87,7 @@ def test_kfac_steps_every_network_option(variant, tmp_path, make_tiny_config):
   assert all(moved), 'KFAC left some parameters untouched'
 
 
+@pytest.mark.slow
 def test_adam_lowers_helium_energy(tmp_path, make_tiny_config):
   cfg = make_tiny_config('He', 'adam', batch_size=128)
   cfg.optim.iterations = 80
@@ -92,6 +96,7 @@ def test_adam_lowers_helium_energy(tmp_path, make_tiny_config):
   assert e[-10:].mean() < e[:5].mean() - 0.2, (e[:5], e[-10:])
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_numbers_and_none_keeps_parameters(tmp_path, make_tiny_config):
   runs = []
   for i in range(2):
@@ -125,6 +130,7 @@ TINY = ['--config.batch_size=32', '--config.optim.iterations=3', '--config.mcmc.
         '--config.network.determinants=1', '--config.network.ferminet.hidden_dims=((8, 4),)']
 
 
+@pytest.mark.slow
 def test_cli_runs_and_a_rerun_of_a_finished_run_changes_nothing(tmp_path):
   out = tmp_path / 'run'
   args = TINY + [f'--config.log.save_path={out}', '--config.optim.optimizer=adam']
@@ -139,6 +145,7 @@ def test_cli_runs_and_a_rerun_of_a_finished_run_changes_nothing(tmp_path):
   assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (['--config.system.atom=Xx'], "unknown element 'Xx'"),
     (['--config.system.atom=Li', '--config.system.spin=2'], 'system.spin=2'),
@@ -190,6 +197,7 @@ def test_restore_path_continues_from_checkpoint(tmp_path, make_tiny_config):
   assert not (tmp_path / 'third').exists()
 
 
+@pytest.mark.slow
 def test_restore_path_from_another_optimizer_takes_all_but_its_state(tmp_path,
                                                                      make_tiny_config):
   cfg = make_tiny_config('He', 'kfac')

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import warnings
 from typing import Any
 from collections.abc import Callable
 
@@ -24,24 +23,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from vmc import runtime
 from vmc.config import DistributedSpec
 from vmc.errors import ConfigError
 
 AXIS = 'devices'
-
-# kfac-jax 0.0.8 switches the process-wide flag jax_pmap_shmap_merge off when it is imported
-# (its pmapped step needs the classic pmap, not pmap implemented as shard_map). vmc sets
-# the same value here, before any pmap, so that every run (kfac, adam or none; imported
-# in any order) compiles its pmapped functions one way. tests/test_parallel.py checks that
-# importing kfac-jax then changes nothing. JAX deprecates the flag (to go in 0.10, which
-# kfac-jax 0.0.8 does not support anyway); a move to shard_map touches this module only.
-with warnings.catch_warnings():
-  warnings.simplefilter('ignore', DeprecationWarning)
-  jax.config.update('jax_pmap_shmap_merge', False)
-
-
-runtime.serial_lapack()  # OpenBLAS on one thread beside XLA's (vmc/runtime.py)
 
 
 def pmap(fn: Callable, **kwargs: Any) -> Callable:

@@ -68,7 +68,7 @@ def record(run_dir: str | None = None) -> dict[str, Any]:
       'vmc_version': vmc.__version__, 'git_commit': git_commit(), 'versions': versions(),
       'devices': devices(), 'host': socket.gethostname(), 'platform': platform.platform(),
       'written_at': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
-      'units': UNITS, 'cpu_runtime': runtime.describe()}
+      'units': UNITS, 'runtime': runtime.describe()}
   if run_dir is not None:
     try:
       with open(os.path.join(run_dir, 'config.json')) as f:

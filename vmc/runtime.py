@@ -1,63 +1,103 @@
-"""How this process runs XLA's CPU backend: LAPACK threads and the pages malloc hands out.
+"""How a vmc run sets up its process: applied when a run asks (`configure()`), never at import.
 
-Two process-level settings, both measured on 2 cores in docs/benchmarks.md, both leaving
-every number vmc computes unchanged (up to float32 round-off in LAPACK):
+Importing vmc changes nothing in the process. A run (`vmc.train.run`, the benchmark's
+cases) calls `configure()` once it knows its devices; it applies three settings, logs what
+each came to, and records them in summary.json's provenance. Each has an environment
+variable that turns it off (=0), and each leaves every number vmc computes unchanged up to
+float32 round-off (docs/benchmarks.md has the measurements):
 
-- `serial_lapack()`: jaxlib's CPU Cholesky, LU and triangular solves (KFAC's factor
-  solves, the determinants) call scipy's OpenBLAS from XLA's own thread pool, and OpenBLAS
-  then wakes one thread per core of its own, which spin against XLA's. vmc sets that
-  OpenBLAS (the copy in scipy's pip wheel) to one thread unless OPENBLAS_NUM_THREADS or
-  OMP_NUM_THREADS is set.
-- `reexec_with_huge_pages()`: XLA allocates one scratch buffer per executed step (0.9 GB
-  for N2's KFAC iteration at batch 256) and returns it afterwards, so every iteration the
-  kernel zero-fills it again page by page: 226,000 page faults of 4 KB per N2 iteration.
-  Where the kernel gives huge pages only on request (transparent_hugepage = madvise, as on
-  Debian and Ubuntu) the `vmc` command restarts itself once with glibc's tunable
-  glibc.malloc.hugetlb=1 (glibc 2.35+), which requests 2 MB pages: about 1,000 faults.
+- Classic pmap (`VMC_CLASSIC_PMAP`). JAX 0.9 implements `jax.pmap` in two ways, chosen by
+  the process-wide flag jax_pmap_shmap_merge; kfac-jax 0.0.8 turns it off (classic pmap)
+  when it is imported. vmc turns it off too, before anything is compiled, so that every
+  run (kfac, spring, adam or none) compiles its iteration the same way. JAX 0.10 and
+  newer have one pmap only (on shard_map) and no flag: nothing to do.
+- LAPACK on one thread (`VMC_SERIAL_LAPACK`; CPU backend only). jaxlib's CPU Cholesky, LU
+  and triangular solves (KFAC's factor solves, the determinants) call the OpenBLAS of
+  scipy's pip wheel from XLA's own thread pool, and OpenBLAS then wakes one thread per
+  core of its own, which spin against XLA's. vmc sets that copy (libscipy_openblas-*.so,
+  through threadpoolctl) to one thread; numpy's copy (libscipy_openblas64_) keeps its
+  threads. OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by the user win.
+- Huge pages (`VMC_HUGE_PAGES`; CPU only, entry points only). XLA allocates one scratch
+  buffer per executed step (0.9 GB for N2's KFAC iteration at batch 256) and returns it
+  afterwards, so every iteration the kernel zero-fills it again page by page (226,000
+  page faults of 4 KB per N2 iteration). Where the kernel gives huge pages only on request
+  (transparent_hugepage = madvise, as on Debian and Ubuntu) the `vmc` command and the
+  scripts' entry points restart themselves once, first thing, with glibc's tunable
+  glibc.malloc.hugetlb=1 (glibc 2.35+): about 1,000 faults. Never where an accelerator
+  plugin of JAX is installed (unless JAX_PLATFORMS=cpu), never twice (VMC_RESTARTED), and
   GLIBC_TUNABLES naming glibc.malloc.hugetlb (e.g. =0) keeps the user's choice.
-
-Everything here is Linux- and glibc-specific and does nothing elsewhere.
 """
 
 from __future__ import annotations
 
-import ctypes
+import importlib.metadata
+import importlib.util
 import os
 import re
 import sys
+import warnings
 
 HUGE_PAGES = 'glibc.malloc.hugetlb=1'
+OFF = {'pmap': 'VMC_CLASSIC_PMAP', 'lapack': 'VMC_SERIAL_LAPACK',
+       'huge_pages': 'VMC_HUGE_PAGES'}  # setting -> the environment variable that turns it off
 _THP = '/sys/kernel/mm/transparent_hugepage/enabled'
 _RESTARTED = 'VMC_RESTARTED'
-_serial_openblas = False  # whether serial_lapack() set a library to one thread
+_SCIPY_OPENBLAS = re.compile(r'/libscipy_openblas-[^/]*\.so')
+_applied: dict[str, str] = {}  # what configure() did, for describe()
 
 
-def serial_lapack() -> None:
-  """Run the OpenBLAS that jaxlib's LAPACK kernels call on one thread (see module doc).
+def _turned_off(setting: str, environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+  return environ.get(OFF[setting], '').strip().lower() in ('0', 'false', 'no', 'off')
 
-  Only scipy's own copy from its pip wheel (libscipy_openblas-*.so), which nothing but
-  scipy.linalg and jaxlib calls: numpy's (libscipy_openblas64_) keeps its threads. With
-  another LAPACK behind scipy (conda's or the system's OpenBLAS, shared with numpy; MKL)
-  nothing changes.
-  """
-  global _serial_openblas
-  if 'OPENBLAS_NUM_THREADS' in os.environ or 'OMP_NUM_THREADS' in os.environ:
-    return
+
+def configure() -> dict[str, str]:
+  """Applies this module's settings for a run (see the module doc); a second call only
+  reports. Call it after jax.distributed is initialized and before anything is compiled.
+  Returns what each setting came to, as `describe()` does."""
+  if not _applied:
+    import jax  # noqa: PLC0415  (this module is imported by the entry points before JAX)
+    _applied['pmap'] = _classic_pmap(jax)
+    backend = jax.default_backend()
+    _applied['lapack'] = (serial_lapack() if backend == 'cpu' else
+                          f'not applied (backend {backend})')
+  return describe()
+
+
+def _classic_pmap(jax: object) -> str:
+  config = jax.config  # type: ignore[attr-defined]
+  if 'jax_pmap_shmap_merge' not in config.values:
+    return 'the only pmap of this JAX (on shard_map)'
+  if _turned_off('pmap'):
+    merged = config.values['jax_pmap_shmap_merge']
+    return f'as JAX sets it ({OFF["pmap"]}=0; jax_pmap_shmap_merge={merged})'
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', DeprecationWarning)
+    config.update('jax_pmap_shmap_merge', False)
+  return 'classic (jax_pmap_shmap_merge=False)'
+
+
+def serial_lapack() -> str:
+  """Sets the OpenBLAS that jaxlib's LAPACK kernels call to one thread (see module doc);
+  says what it did. Only scipy's own copy from its pip wheel, which nothing but
+  scipy.linalg and jaxlib calls; with another LAPACK behind scipy (conda's or the
+  system's OpenBLAS, shared with numpy; MKL) nothing changes."""
+  if _turned_off('lapack'):
+    return f'as the environment sets it ({OFF["lapack"]}=0)'
+  for name in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS'):
+    if name in os.environ:
+      return f'as the environment sets it ({name}={os.environ[name]})'
   try:
     import scipy.linalg.cython_lapack  # noqa: F401, PLC0415  (loads the library jaxlib calls)
-    with open('/proc/self/maps') as maps:  # address perms offset dev inode path (spaces too)
-      paths = {fields[5].strip().removesuffix(' (deleted)')
-               for fields in (line.split(None, 5) for line in maps)
-               if len(fields) == 6 and re.search(r'/libscipy_openblas-[^/]*\.so', fields[5])}
-  except (ImportError, OSError):
-    return
-  for path in sorted(paths):
-    try:
-      set_threads = ctypes.CDLL(path).scipy_openblas_set_num_threads
-    except (OSError, AttributeError):
-      continue
-    set_threads(1)
-    _serial_openblas = True
+    import threadpoolctl  # noqa: PLC0415
+  except ImportError:
+    return 'as the environment sets it (no scipy or threadpoolctl)'
+  controller = threadpoolctl.ThreadpoolController()
+  paths = sorted({lib.filepath for lib in controller.lib_controllers
+                  if _SCIPY_OPENBLAS.search(lib.filepath or '')})
+  if not paths:
+    return "as the environment sets it (no pip-wheel scipy OpenBLAS)"
+  controller.select(filepath=paths).limit(limits=1)
+  return "scipy's OpenBLAS on one thread"
 
 
 def huge_pages_environment(environ: dict[str, str], glibc: str, thp: str) -> dict[str, str] | None:
@@ -85,13 +125,28 @@ def _kernel_and_libc() -> tuple[str, str] | None:
     return None
 
 
+def accelerator_possible(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+  """Whether JAX may run this process on an accelerator, known without starting JAX: an
+  accelerator plugin is installed (CUDA, ROCm: the `jax_plugins` entry points or
+  namespace package; TPU: libtpu) and JAX_PLATFORMS does not restrict JAX to the CPU."""
+  platforms = environ.get('JAX_PLATFORMS', environ.get('JAX_PLATFORM_NAME', '')).strip()
+  if platforms and {p.strip() for p in platforms.lower().split(',')} <= {'cpu'}:
+    return False
+  if platforms and 'cpu' not in platforms.lower():
+    return True
+  return bool(importlib.metadata.entry_points(group='jax_plugins')) or any(
+      importlib.util.find_spec(name) is not None for name in ('jax_plugins', 'libtpu'))
+
+
 def reexec_with_huge_pages() -> None:
   """Restart this program (same interpreter, same arguments) with malloc on huge pages, when
   that applies (see module doc). For the `vmc` command and scripts' `__main__` blocks only,
   first thing: it does not return if it restarts. A restarted process never restarts
   again (VMC_RESTARTED is set), whatever became of GLIBC_TUNABLES on the way."""
+  if os.environ.get(_RESTARTED) or _turned_off('huge_pages') or accelerator_possible():
+    return
   found = _kernel_and_libc()
-  if found is None or os.environ.get(_RESTARTED):
+  if found is None:
     return
   environment = huge_pages_environment(dict(os.environ), *found)
   if environment is None or not sys.executable:
@@ -121,6 +176,15 @@ def malloc_pages() -> str:
   return '4 KB'
 
 
-def describe() -> dict[str, str | bool]:
-  """What applies in this process (for logs and provenance records)."""
-  return {'malloc_pages': malloc_pages(), 'serial_openblas': _serial_openblas}
+def describe() -> dict[str, str]:
+  """What applies in this process (for logs and provenance records): the pmap, the LAPACK
+  threads ('not configured' before configure()) and malloc's pages."""
+  return {'pmap': _applied.get('pmap', 'not configured'),
+          'lapack': _applied.get('lapack', 'not configured'),
+          'malloc_pages': malloc_pages()}
+
+
+def log_line() -> str:
+  d = describe()
+  return (f"runtime (vmc/runtime.py): pmap {d['pmap']}; LAPACK {d['lapack']}; malloc pages "
+          f"{d['malloc_pages']}")

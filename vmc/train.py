@@ -250,6 +250,7 @@ def run(spec: Spec) -> RunResult:
   process calls this.
   """
   parallel.initialize(spec.distributed)
+  runtime.configure()  # process settings, before anything is compiled (vmc/runtime.py)
   save_path = parallel.share(spec.log.save_path or default_save_path(spec.system.name))
   system = spec.system
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d, %s',
@@ -297,10 +298,7 @@ def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observab
                n_params, spec.optim.optimizer)
   logging.info('parallelism: %s', parallel.describe(spec.batch_size))
   logging.info('local energy: %s', iteration.local_energy_chunk(spec)[1])
-  cpu = runtime.describe()
-  logging.info('CPU runtime (vmc/runtime.py): malloc pages %s; scipy\'s OpenBLAS %s',
-               cpu['malloc_pages'],
-               'on one thread' if cpu['serial_openblas'] else 'as the environment sets it')
+  logging.info(runtime.log_line())
   state = _prepare(spec, model, start, save_path, signals)
   if state is None:
     return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)

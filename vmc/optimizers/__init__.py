@@ -32,5 +32,8 @@ NAMES = tuple(_MODULES)
 
 def make(spec: config.Spec, objective: types.Objective) -> types.Optimizer:
   """The optimizer named by spec.optim.optimizer, built for `objective`."""
+  if spec.optim.optimizer == 'kfac':
+    from vmc.optimizers import kfac_support  # noqa: PLC0415
+    kfac_support.check()  # one line, before anything runs, where kfac-jax cannot run here
   module = importlib.import_module(_MODULES[spec.optim.optimizer])
   return module.make(spec, objective)

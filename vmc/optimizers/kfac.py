@@ -17,8 +17,10 @@ arithmetic (docs/benchmarks.md has what they save):
   inverses, and precondition by triangular solves: (A + pi d)^-1 V (G + d/pi)^-1 costs
   about half the LU inversions and products it replaces.
 
-Importing kfac-jax changes a process-wide JAX flag (jax_pmap_shmap_merge, see
-vmc.parallel); this module is imported only for KFAC runs.
+Importing kfac-jax 0.0.8 on jax 0.9 sets a process-wide JAX flag (jax_pmap_shmap_merge to
+False, the value that vmc.runtime.configure gives every run); this module is imported
+only for KFAC runs, after vmc.optimizers.kfac_support has checked that the installed
+kfac-jax runs on the installed JAX.
 """
 
 from __future__ import annotations
