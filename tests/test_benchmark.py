@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from conftest import trainer
 from vmc import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,7 @@ def test_a_tiny_benchmark_prints_one_json_line_per_case(tmp_path, capsys):
   # One case (a subprocess each): the Laplacian methods agree by tests/test_laplacian.py.
   assert benchmark.main(['--system', 'He', '--network', 'small', '--laplacian', 'forward',
                          '--batch_size', '8', '--iterations', '2', '--mcmc_steps', '1',
-                         '--profile', '--output', str(out)]) == 0
+                         '--optimizer', trainer(), '--profile', '--output', str(out)]) == 0
   rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   assert [r['laplacian'] for r in rows] == ['forward']
   for r in rows:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import requires_kfac
 from vmc import analysis, checkpoint, config as config_lib, hamiltonian, iteration, loss
 from vmc import optimizers, parallel, train
 
@@ -27,7 +28,8 @@ def _params(result):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('optimizer', optimizers.NAMES)
+@pytest.mark.parametrize('optimizer', [pytest.param(n, marks=requires_kfac()) if n == 'kfac' else n
+                                       for n in optimizers.NAMES])
 def test_resume_is_bit_exact(tmp_path, make_tiny_config, optimizer):
   runs = [(tmp_path / 'a', 12), (tmp_path / 'b', 5), (tmp_path / 'b', 12)]
   straight, _, resumed = (
@@ -61,7 +63,7 @@ def test_restore_with_another_batch_size_resamples_walkers(tmp_path, make_tiny_c
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('optimizer', ['kfac', 'spring'])
+@pytest.mark.parametrize('optimizer', [pytest.param('kfac', marks=requires_kfac()), 'spring'])
 def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config, optimizer):
   """A local energy that is NaN whenever walker 0 lands in a thin slab of space (SPRING's
   direction, in its state, is rolled back with the parameters)."""

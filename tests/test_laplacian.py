@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-from conftest import NETWORK_VARIANTS, make_network, slow_after_first
+from conftest import NETWORK_VARIANTS, make_network, requires_kfac, slow_after_first
 from vmc import hamiltonian, systems, train
 from vmc.networks import orbitals
 from vmc import config as config_lib
@@ -144,6 +144,7 @@ def test_sampling_logabs_equals_the_module(full_det, make_tiny_config):
 
 
 @pytest.mark.slow
+@requires_kfac()
 def test_kfac_runs_the_same_with_both_laplacians(tmp_path, make_tiny_config):
   """Under jit, pmap and kfac-jax's compiled step: the first energy (same walkers, same
   parameters) agrees to round-off, and the runs stay together afterwards."""

@@ -12,6 +12,7 @@ import sys
 import time
 
 import jax
+import jax.monitoring
 import numpy as np
 import pytest
 
@@ -116,7 +117,7 @@ def test_two_devices_train_with_identical_parameters_and_checkpoint_all_walkers(
 @pytest.mark.slow
 def test_two_devices_sample_the_same_energy_as_one(tmp_path, make_tiny_config):
   """A fixed wavefunction (trained, then learning rate 0) sampled on 1 and on 2 devices."""
-  cfg = make_tiny_config('He', 'kfac', batch_size=128, **{'mcmc.steps': 10})
+  cfg = make_tiny_config('He', batch_size=128, **{'mcmc.steps': 10})
   cfg.pretrain.method, cfg.pretrain.iterations = 'hf', 50  # a low-variance wavefunction
   cfg.optim.iterations = 40
   cfg.log.save_path = str(tmp_path / 'trained')
@@ -247,3 +248,27 @@ def test_incomplete_multi_process_settings_are_one_line_errors(tmp_path, flags, 
   line, = [l for l in proc.stderr.splitlines() if l.startswith('vmc: error:')]
   assert 'cannot start a multi-process run' in line and message in line
   assert not (tmp_path / 'run').exists()
+
+
+def test_a_pmapped_function_compiles_once_for_host_arrays_and_its_own_outputs():
+  """On jax >= 0.10 pmap runs on shard_map, which took a new state (host arrays) and its own
+  outputs as different inputs: the iteration compiled twice. vmc.parallel.pmap places host
+  arguments as pmap places its outputs first; broadcast and static arguments pass as they are."""
+  compiles = []
+  listen = lambda event, _, **kw: compiles.append(event) if event.endswith(
+      'backend_compile_duration') else None
+  step = parallel.pmap(lambda x, w, n: (x * w + n, w), in_axes=(0, None, None),
+                       static_broadcasted_argnums=2, donate_argnums=0)
+  x = parallel.shard(np.arange(4.0, dtype=np.float32))
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    x, w = step(x, np.float32(2.0), 1)
+    first = len(compiles)
+    for _ in range(3):
+      x, w = step(x, np.float32(2.0), 1)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert first >= 1 and len(compiles) == first
+  np.testing.assert_array_equal(parallel.unshard(x), np.arange(4.0) * 16 + 15)
+  placed = parallel.on_devices(parallel.replicate(np.ones(3, np.float32)))
+  assert parallel.on_devices(placed) is placed  # already placed: unchanged, no copy

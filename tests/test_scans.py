@@ -79,7 +79,7 @@ def test_translation_free_forces_weigh_by_precision():
 def h2_scan(tmp_path_factory):
   """A two-point H2 scan with tiny runs, warm-started."""
   from conftest import tiny_config
-  cfg = tiny_config('He', 'kfac', batch_size=64, **{'optim.iterations': 8})
+  cfg = tiny_config('He', batch_size=64, **{'optim.iterations': 8})
   cfg.system.atom = ''
   cfg.system.molecule = 'H2'
   out = str(tmp_path_factory.mktemp('scan'))

@@ -1,5 +1,7 @@
-"""scripts/analyze.py and scripts/inspect_checkpoint.py on a tiny real run."""
+"""scripts/analyze.py and scripts/inspect_checkpoint.py on a tiny real run; the GPU check's
+CPU dry run."""
 
+import json
 import os
 import shutil
 import sys
@@ -19,7 +21,7 @@ import inspect_checkpoint  # noqa: E402
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
   from conftest import tiny_config
-  cfg = tiny_config('He', 'kfac', batch_size=64)
+  cfg = tiny_config('He', batch_size=64)
   cfg.optim.iterations = 30
   cfg.log.save_path = str(tmp_path_factory.mktemp('runs') / 'he_tiny')
   result = train.run(config_lib.resolve(cfg))
@@ -111,3 +113,25 @@ def test_compare_optimizers_reports_thresholds_within_the_budget(tmp_path):
   assert 0 < kfac['final_error_bar_mha'] < 1
   table = compare_optimizers.report(str(tmp_path), 60.0)
   assert '| Li | kfac | 0.100 | 600 |' in table and '| Li | spring | 0.200 | 300 |' in table
+
+
+@pytest.mark.slow
+def test_the_gpu_check_dry_run_on_cpu_writes_every_part(tmp_path, capsys):
+  """scripts/gpu_check.py as prepared for a GPU, shrunk to a CPU dry run: device record,
+  a helium run and a benchmark case, gathered in gpu_check.json and a table."""
+  import gpu_check
+  out = tmp_path / 'check'
+  code = gpu_check.main(['--out', str(out), '--allow_cpu', '--he_iterations', '6',
+                         '--batch_size', '32', '--bench_systems', 'He', '--network', 'small',
+                         '--bench_batch_size', '8', '--bench_iterations', '1',
+                         '--tolerance_mha', '5000'])
+  result = json.loads((out / 'gpu_check.json').read_text())
+  assert code == 0 and result['passed'], result
+  assert result['device']['backend'] == 'cpu' and 'lapack' in result['device']['runtime']
+  he = result['helium']
+  assert he['iterations'] == 6 and he['batch'] == 32 and he['exit_code'] == 0
+  assert abs(he['error_mha']) < 5000 and he['energy'] < -2.0
+  assert [r['system'] for r in result['benchmark']['rows']] == ['He']
+  assert '| He | 2 | 8 |' in capsys.readouterr().out
+  # Without an accelerator and without --allow_cpu it stops at once.
+  assert gpu_check.main(['--out', str(tmp_path / 'refused')]) == 1

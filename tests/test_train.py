@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import NETWORK_VARIANTS, TINY_PSIFORMER
+from conftest import NETWORK_VARIANTS, TINY_PSIFORMER, requires_kfac
 from vmc import analysis, checkpoint, config as config_lib, iteration, parallel, train
 from vmc import writers
 
@@ -26,6 +26,7 @@ def _rows(path):
 
 
 @pytest.mark.slow
+@requires_kfac()
 def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config):
   cfg = make_tiny_config('He', 'kfac', batch_size=128)
   cfg.optim.iterations = 80
@@ -55,6 +56,7 @@ def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config
 
 
 @pytest.mark.slow
+@requires_kfac()
 def test_kfac_lowers_helium_energy_with_the_psiformer(tmp_path, make_tiny_config):
   cfg = make_tiny_config('He', 'kfac', batch_size=128, **TINY_PSIFORMER)
   cfg.optim.iterations = 80
@@ -69,6 +71,7 @@ OTHER_VARIANTS = [(n, v) for n, v in NETWORK_VARIANTS if n not in ('ferminet', '
 
 
 @pytest.mark.slow
+@requires_kfac()
 @pytest.mark.parametrize('variant', [v for _, v in OTHER_VARIANTS],
                          ids=[name for name, _ in OTHER_VARIANTS])
 def test_kfac_steps_every_network_option(variant, tmp_path, make_tiny_config):
@@ -198,6 +201,7 @@ def test_restore_path_continues_from_checkpoint(tmp_path, make_tiny_config):
 
 
 @pytest.mark.slow
+@requires_kfac()
 def test_restore_path_from_another_optimizer_takes_all_but_its_state(tmp_path,
                                                                      make_tiny_config):
   cfg = make_tiny_config('He', 'kfac')

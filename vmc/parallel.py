@@ -14,6 +14,7 @@ run's checkpoint does not depend on how its devices were spread over processes.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from typing import Any
@@ -30,8 +31,50 @@ AXIS = 'devices'
 
 
 def pmap(fn: Callable, **kwargs: Any) -> Callable:
-  """jax.pmap over the local devices with vmc's axis name (collectives below use it)."""
-  return jax.pmap(fn, axis_name=AXIS, **kwargs)
+  """jax.pmap over the local devices with vmc's axis name (collectives below use it), made at
+  the first call, so that a pmap defined at import follows the run's settings (jax 0.9
+  fixes a pmap's implementation, classic or on shard_map, when it is made).
+
+  Arguments are placed on the devices as pmap places its outputs (`on_devices`) before the
+  call, so that a function compiles once whether it is first given host arrays (a new or
+  restored state) or its own outputs: on JAX's shard_map-based pmap (the only one from
+  jax 0.10) the two are different inputs, and the first iteration would compile twice.
+  """
+  static = kwargs.get('static_broadcasted_argnums', ())
+  static = {static} if isinstance(static, int) else set(static)
+  in_axes = kwargs.get('in_axes', 0)
+
+  def mapped_over(i: int) -> bool:  # whether argument i has the device axis
+    axis = in_axes[i] if isinstance(in_axes, (tuple, list)) else in_axes
+    return i not in static and axis == 0
+
+  @functools.cache
+  def mapped() -> Callable:  # made at the first call: after runtime.configure() chose the pmap
+    return jax.pmap(fn, axis_name=AXIS, **kwargs)
+
+  @functools.wraps(fn)
+  def call(*args: Any) -> Any:
+    return mapped()(*(on_devices(a) if mapped_over(i) else a for i, a in enumerate(args)))
+
+  return call
+
+
+_PLACED = tuple(getattr(jax.sharding, name) for name in ('NamedSharding', 'PmapSharding')
+                if hasattr(jax.sharding, name))
+
+
+@functools.cache
+def _identity() -> Callable:
+  return jax.pmap(lambda tree: tree, axis_name=AXIS)
+
+
+def on_devices(tree: Any) -> Any:
+  """`tree` (leaves with a leading local-device axis) as pmap's outputs lie on the devices:
+  unchanged if they already do, else through a pmapped identity (a copy)."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  if all(isinstance(a, jax.Array) and isinstance(a.sharding, _PLACED) for a in leaves):
+    return tree
+  return _identity()(tree)
 
 
 def pmean(x: Any) -> Any:

@@ -129,7 +129,8 @@ _A = BOHR_PER_ANGSTROM
 # Named molecules, coordinates in bohr. Diatomics at the geometries of the exact or
 # reference energies in vmc/data/energies.csv; polyatomics at experimental equilibrium
 # geometries (NIST CCCBDB): H2O r=0.9572 A, 104.52 deg; NH3 r=1.0124 A, 106.67 deg;
-# CH4 r=1.087 A, tetrahedral.
+# CH4 r=1.087 A, tetrahedral; CO2 r=1.1600 A, linear (22 electrons: a size for benchmarks,
+# with no reference energy here).
 MOLECULES: dict[str, list[tuple[str, tuple[float, float, float]]]] = {
     'H2': [('H', (0.0, 0.0, 0.0)), ('H', (0.0, 0.0, 1.4011))],
     'LiH': [('Li', (0.0, 0.0, 0.0)), ('H', (0.0, 0.0, 3.015))],
@@ -139,6 +140,8 @@ MOLECULES: dict[str, list[tuple[str, tuple[float, float, float]]]] = {
     'H2O': _bent_xh2('O', 0.9572 * _A, 104.52),
     'NH3': _pyramidal_xh3('N', 1.0124 * _A, 106.67),
     'CH4': _tetrahedral_xh4('C', 1.087 * _A),
+    'CO2': [('C', (0.0, 0.0, 0.0)), ('O', (0.0, 0.0, 1.1600 * _A)),
+            ('O', (0.0, 0.0, -1.1600 * _A))],
 }
 
 
