@@ -122,7 +122,10 @@ def test_chunked_local_energy_equals_unchunked(make_tiny_config):
   x = jax.random.normal(jax.random.PRNGKey(4), (10, 9))
   whole = jax.jit(hamiltonian.batched(e_l, 0))(params, x)
   chunked = jax.jit(hamiltonian.batched(e_l, 4))(params, x)  # 4 + 4 + remainder 2
-  np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+  # Two separately compiled float32 programs may sum in another order: equal on jax 0.9.1
+  # to 1e-6, on jax 0.12 to 1.1e-5 relative (a local energy is a difference of terms 100x
+  # larger). A walker in the wrong chunk or a dropped remainder would be off by O(1).
+  np.testing.assert_allclose(chunked, whole, rtol=1e-4)
 
 
 def test_unknown_laplacian_is_a_config_error(make_tiny_config):

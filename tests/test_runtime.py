@@ -153,7 +153,7 @@ def test_configure_applies_the_run_settings_and_says_so():
   assert out['threads']['libscipy_openblas'] == 1  # the copy jaxlib calls
   assert out['threads']['libscipy_openblas64_'] != 1 or os.cpu_count() == 1  # numpy's
   assert out['report']['lapack'] == "scipy's OpenBLAS on one thread"
-  assert out['report']['pmap'].startswith('classic' if _has_pmap_flag() else 'the only pmap')
+  assert out['report']['pmap'].startswith('classic' if _has_pmap_flag() else 'on shard_map')
 
 
 @pytest.mark.skipif(not _scipy_openblas(), reason="scipy's pip-wheel OpenBLAS not loaded")
@@ -169,7 +169,7 @@ def test_each_run_setting_can_be_turned_off(env, lapack):
   if 'VMC_CLASSIC_PMAP' in env:
     assert out['changed'] == []
     assert out['report']['pmap'].startswith('as JAX sets it' if _has_pmap_flag() else
-                                            'the only pmap')
+                                            'on shard_map')
 
 
 def test_on_an_accelerator_the_cpu_settings_are_not_applied(monkeypatch):

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import trainer
 from vmc import checkpoint, cli, systems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +19,7 @@ SCRIPTS = ['one_gpu.sbatch', 'one_node.sbatch', 'multi_node.sbatch']
 TINY = ['--config.batch_size=32', '--config.mcmc.burn_in=2', '--config.pretrain.method=none',
         '--config.network.determinants=1', '--config.network.ferminet.hidden_dims=((8, 4),)',
         '--config.system.atom=He', '--config.debug.deterministic=True',
-        '--config.log.print_every_seconds=0']
+        '--config.log.print_every_seconds=0', f'--config.optim.optimizer={trainer()}']
 
 
 def _fake_slurm(tmp_path, srun_body):

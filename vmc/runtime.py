@@ -66,7 +66,7 @@ def configure() -> dict[str, str]:
 def _classic_pmap(jax: object) -> str:
   config = jax.config  # type: ignore[attr-defined]
   if 'jax_pmap_shmap_merge' not in config.values:
-    return 'the only pmap of this JAX (on shard_map)'
+    return 'on shard_map (the only pmap of this jax)'
   if _turned_off('pmap'):
     merged = config.values['jax_pmap_shmap_merge']
     return f'as JAX sets it ({OFF["pmap"]}=0; jax_pmap_shmap_merge={merged})'
