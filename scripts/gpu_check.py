@@ -41,6 +41,9 @@ HE_EXACT = -2.903724377  # Ha; vmc/data/energies.csv (Pekeris-type variational l
 
 
 def detect(allow_cpu: bool) -> dict:
+  # This process only looks at the device: it must not hold 75% of the GPU's memory (JAX's
+  # default) while the runs it starts are measured.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   import jax
   from vmc import runtime
   from vmc.optimizers import kfac_support
@@ -59,7 +62,8 @@ def _vmc(args: list[str], log: str) -> int:
       filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
   with open(log, 'w') as f:
     return subprocess.run([sys.executable, '-m', 'vmc', *args], stdout=f,
-                          stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+                          stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                          timeout=600).returncode
 
 
 def helium(out: str, optimizer: str, args: argparse.Namespace) -> dict:
@@ -92,7 +96,8 @@ def benchmark(out: str, optimizer: str, args: argparse.Namespace) -> dict:
              '--iterations', str(args.bench_iterations), '--output', path]
   start = time.perf_counter()
   with open(os.path.join(out, 'bench.log'), 'w') as f:
-    code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                          timeout=900).returncode
   rows = []
   if os.path.exists(path):
     with open(path) as f:

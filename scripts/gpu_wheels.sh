@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:-.whl}
 mkdir -p "$dest"
-for name in kfac-jax pyscf folx ml_collections distrax tfp-nightly dm-tree immutabledict \
-            decorator gast; do
+for name in kfac-jax pyscf folx jaxtyping wadler_lindig ml_collections distrax tfp-nightly \
+            dm-tree immutabledict decorator gast cloudpickle six; do
   pin=$(grep -iE "^${name//[-_]/[-_]}==" constraints-py312.txt) || {
     echo "gpu_wheels: $name is not in constraints-py312.txt" >&2; exit 1; }
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \

@@ -134,4 +134,5 @@ def test_the_gpu_check_dry_run_on_cpu_writes_every_part(tmp_path, capsys):
   assert [r['system'] for r in result['benchmark']['rows']] == ['He']
   assert '| He | 2 | 8 |' in capsys.readouterr().out
   # Without an accelerator and without --allow_cpu it stops at once.
-  assert gpu_check.main(['--out', str(tmp_path / 'refused')]) == 1
+  if jax.default_backend() == 'cpu':
+    assert gpu_check.main(['--out', str(tmp_path / 'refused')]) == 1

@@ -53,8 +53,9 @@ def pmap(fn: Callable, **kwargs: Any) -> Callable:
     return jax.pmap(fn, axis_name=AXIS, **kwargs)
 
   @functools.wraps(fn)
-  def call(*args: Any) -> Any:
-    return mapped()(*(on_devices(a) if mapped_over(i) else a for i, a in enumerate(args)))
+  def call(*args: Any, **kwargs: Any) -> Any:  # keyword arguments are mapped over axis 0
+    return mapped()(*(on_devices(a) if mapped_over(i) else a for i, a in enumerate(args)),
+                    **{k: on_devices(v) for k, v in kwargs.items()})
 
   return call
 
