@@ -53,7 +53,7 @@ def table(summaries: list[dict]) -> str:
         f'{s["pmove"]:.3f}' if s['pmove'] is not None else '-',
         f'{s["wall_time"]:.0f} s' if s['wall_time'] is not None else '-', err, corr))
   widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-  lines = ['  '.join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
+  lines = ['  '.join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
            for r in [header] + rows]
   lines.insert(1, '  '.join('-' * w for w in widths))
   return '\n'.join(lines)
@@ -64,7 +64,7 @@ def plot(summaries: list[dict], all_stats: list[dict], path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # noqa: PLC0415
   fig, (ax_e, ax_err, ax_var) = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
-  for s, stats in zip(summaries, all_stats):
+  for s, stats in zip(summaries, all_stats, strict=True):
     label = f'{os.path.basename(os.path.normpath(s["run"]))} ({s["system"]})'
     steps, energy = stats['step'], stats['energy']
     window = max(1, min(20, len(energy) // 20))
@@ -89,7 +89,7 @@ def plot(summaries: list[dict], all_stats: list[dict], path: str) -> None:
     ax_err.axhline(1.6, color='grey', ls=':', lw=0.8)
     ax_err.text(0.99, 1.6, 'chemical accuracy (1.6 mHa)', ha='right', va='bottom',
                 transform=ax_err.get_yaxis_transform(), fontsize=8, color='grey')
-  ax_e.set_ylabel(f'energy (Ha), moving mean')
+  ax_e.set_ylabel('energy (Ha), moving mean')
   ax_e.legend(fontsize=8)
   ax_err.set_ylabel('|E - E_ref| (mHa)')
   ax_var.set_ylabel('variance of E_L (Ha²)')
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     extras = []
     if 'dipole_au' in s:
       extras.append('dipole (a.u.) ' + ', '.join(
-          f'{d:.4f} +- {e:.4f}' for d, e in zip(s['dipole_au'], s['dipole_error_au'])))
+          f'{d:.4f} +- {e:.4f}'
+          for d, e in zip(s['dipole_au'], s['dipole_error_au'], strict=True)))
     if 's2' in s:
       extras.append(f'<S^2> {s["s2"]:.4f} +- {s["s2_error"]:.4f}')
     if not s['error_converged']:

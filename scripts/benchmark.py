@@ -18,7 +18,8 @@ to the first, so a speed claim is a ratio of two things timed in one sitting.
 Per case: the median and spread (min, max over rounds) of the per-round median seconds per
 iteration, compile seconds (first iteration), peak memory (the highest over rounds, and the
 lowest; host RSS on CPU, device peak on GPU), walker-steps per second (batch * mcmc.steps /
-s) and the median variance of the local energy over the timed iterations. --pp off,ccecp times each system all-electron and
+s) and the median variance of the local energy over the timed iterations. --pp off,ccecp
+times each system all-electron and
 with ccECP pseudopotentials (docs/pseudopotentials.md). --profile also times the
 Metropolis sampling, the local energy and the loss's value and gradient alone (and, with
 --pp ccecp, the nonlocal ECP term alone): the split sampling / local energy / gradient

@@ -5,9 +5,11 @@
 
 Each step trains the wavefunction at the current geometry (the first from the config's
 pretraining and optim.iterations, later ones warm-started from the step before for
---warm_iterations; --warm_from starts the first step from an existing run), evaluates energy and forces for --eval_iterations, and moves the
+--warm_iterations; --warm_from starts the first step from an existing run), evaluates
+energy and forces for --eval_iterations, and moves the
 nuclei; it stops when every force is zero within --sigmas error bars and the next step
-would move no atom more than --step_tolerance, or after --max_steps. <out>/relax.json and relax.extxyz hold the trajectory (vmc.scans); the same
+would move no atom more than --step_tolerance, or after --max_steps. <out>/relax.json and
+relax.extxyz hold the trajectory (vmc.scans); the same
 command continues an interrupted relaxation.
 """
 

@@ -8,9 +8,11 @@ each attempt runs the same command and is killed with SIGKILL after a random del
 uniformly from [0, reference wall time], so kills land in start-up, the SCF, pretraining,
 burn-in, training, checkpoint writes and the summary; a series ends when an attempt
 finishes, and its outputs are compared with the reference's. Series go on until
---kills kills were made; the last series is then finished without further kills. Compared: every column of train_stats.csv and
+--kills kills were made; the last series is then finished without further kills.
+Compared: every column of train_stats.csv and
 pretrain_stats.csv but wall_time, every array of the final checkpoint, and summary.json
-(but wall_time; the SCF energy to 1e-10 Ha, as PySCF does not repeat it bitwise). Prints one line per attempt and a verdict; exit 1 on any difference.
+(but wall_time; the SCF energy to 1e-10 Ha, as PySCF does not repeat it bitwise). Prints
+one line per attempt and a verdict; exit 1 on any difference.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def slow_after_first(cases, ids=None):
   ids = ids or [None] * len(cases)
   return [pytest.param(*(c if isinstance(c, tuple) else (c,)), id=i,
                        marks=() if n == 0 else pytest.mark.slow)
-          for n, (c, i) in enumerate(zip(cases, ids))]
+          for n, (c, i) in enumerate(zip(cases, ids, strict=True))]
 
 
 def tiny_config(atom='He', optimizer=None, **overrides):

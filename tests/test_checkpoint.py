@@ -35,7 +35,7 @@ def test_resume_is_bit_exact(tmp_path, make_tiny_config, optimizer):
   straight, _, resumed = (
       train.run(config_lib.resolve(_cfg(make_tiny_config, path, n, optimizer)))
       for path, n in runs)
-  for x, y in zip(_params(straight), _params(resumed)):
+  for x, y in zip(_params(straight), _params(resumed), strict=True):
     np.testing.assert_array_equal(x, y)
   a, b = (analysis.read_stats(str(p), analysis.stats_file(str(p)))
           for p in (tmp_path / 'a', tmp_path / 'b'))
@@ -93,7 +93,7 @@ def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config, 
       assert not np.isfinite(stats.energy)
       for name in ('params', 'opt_state', 'walkers', 'width', 'acceptance_sum'):
         for x, y in zip(jax.tree_util.tree_leaves(before[name]),
-                        jax.tree_util.tree_leaves(after[name])):
+                        jax.tree_util.tree_leaves(after[name]), strict=True):
           np.testing.assert_array_equal(x, y, err_msg=name)
     else:
       assert np.isfinite(stats.energy)

@@ -13,7 +13,7 @@ import pytest
 from jax import enable_x64
 
 from conftest import TINY_PSIFORMER, make_network
-from vmc import hamiltonian, networks, systems
+from vmc import hamiltonian, systems
 from vmc.networks import jastrows
 
 
@@ -63,6 +63,6 @@ def test_jastrow_slopes_are_the_kato_cusps():
   """dJ/dr at r = 0 is 1/2 for an opposite-spin pair and 1/4 for a same-spin pair."""
   with enable_x64(True):
     for nspins, slope in (((1, 1), 0.5), ((2, 0), 0.25)):
-      j = lambda r: jastrows.simple_ee(jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, r]), nspins,
-                                       2.0, 2.0)
+      j = lambda r, nspins=nspins: jastrows.simple_ee(
+          jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, r]), nspins, 2.0, 2.0)
       np.testing.assert_allclose(jax.grad(j)(1e-12), slope, rtol=1e-9)

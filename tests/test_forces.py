@@ -2,10 +2,8 @@
 the hydrogen atom, exact and displaced from its nucleus, and the LCAO H2+ ion, whose
 variational energy E(R) is known in closed form."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from vmc import forces, hamiltonian, parallel, systems
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from jax import enable_x64 as _enable_x64
 
+from vmc import hamiltonian, systems
+from conftest import make_network
+
 
 def enable_x64():
   return _enable_x64(True)
-
-from vmc import hamiltonian, networks, systems
-from conftest import make_network
 
 
 def _points(key, n, dim):
@@ -43,7 +43,8 @@ def test_potential_energy_by_hand():
   system = systems.make_system(molecule=[('H', (0, 0, 0)), ('Li', (0, 0, 3))],
                                electrons=(1, 1))
   x = jnp.array([0.0, 1.0, 0.0, 0.0, 0.0, 2.0])
-  r1 = np.array([0.0, 1.0, 0.0]); r2 = np.array([0.0, 0.0, 2.0])
+  r1 = np.array([0.0, 1.0, 0.0])
+  r2 = np.array([0.0, 0.0, 2.0])
   nuclei = [(1.0, np.zeros(3)), (3.0, np.array([0.0, 0.0, 3.0]))]
   expected = sum(-z / np.linalg.norm(r - pos) for z, pos in nuclei for r in (r1, r2))
   expected += 1 / np.linalg.norm(r1 - r2) + 3.0 / 3.0

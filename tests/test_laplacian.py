@@ -32,7 +32,7 @@ def _random_net(system, full_det, make_tiny_config, dtype, **overrides):
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
   # Perturb every parameter (envelopes start at exactly 1) so no term is trivially zero.
   leaves = [(a + 0.3 * jax.random.normal(k, a.shape)).astype(dtype)
-            for a, k in zip(leaves, keys)]
+            for a, k in zip(leaves, keys, strict=True)]
   return net, jax.tree_util.tree_unflatten(tree, leaves)
 
 

@@ -30,7 +30,8 @@ def test_gradient_is_the_vmc_estimator(make_tiny_config):
   jac = jax.jacrev(lambda p: batch_logabs(p, x[0]))(params)
   expected = jax.tree_util.tree_map(
       lambda j: 2 * jnp.tensordot(diff, j, axes=1) / diff.shape[0], jac)
-  for g, e in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(expected)):
+  for g, e in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(expected),
+                  strict=True):
     np.testing.assert_allclose(g, e, rtol=2e-3, atol=1e-4 * float(jnp.max(jnp.abs(e))))
 
 
@@ -38,7 +39,8 @@ def test_clipping_bounds_outliers(make_tiny_config):
   e_l = jnp.concatenate([jnp.zeros(99), jnp.array([1000.0])])
   e_l = e_l.at[:50].set(1.0)
   clipped = parallel.pmap(lambda e: loss.clip_local_energy(e, 5.0))(e_l[None])[0]
-  median = float(jnp.median(e_l)); mad = float(jnp.mean(jnp.abs(e_l - median)))
+  median = float(jnp.median(e_l))
+  mad = float(jnp.mean(jnp.abs(e_l - median)))
   assert float(clipped.max()) == np.float32(median + 5 * mad)
   np.testing.assert_array_equal(clipped[:99], e_l[:99])
 

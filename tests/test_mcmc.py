@@ -37,7 +37,8 @@ def test_sampler_adapts_the_width_on_its_schedule(make_tiny_config):
   from vmc import config as config_lib, parallel
   spec = config_lib.resolve(make_tiny_config(**{'mcmc.adapt_frequency': 3,
                                                 'mcmc.move_width': 0.1}))
-  batch_logabs = lambda params, x: -0.05 * jnp.linalg.norm(x.reshape(len(x), -1, 3), axis=-1).sum(-1)
+  batch_logabs = lambda params, x: -0.05 * jnp.linalg.norm(
+      x.reshape(len(x), -1, 3), axis=-1).sum(-1)
   sampler = mcmc.make_sampler(batch_logabs, spec.system, spec.mcmc)
   x = sampler.init(jax.random.PRNGKey(0), 64)
   state = parallel.replicate(mcmc.init_state(x, spec.mcmc))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import NETWORK_VARIANTS, make_network
-from vmc import networks, systems
+from vmc import systems
 from vmc.networks import orbitals
 
 
@@ -16,7 +16,7 @@ def _net(system, make_tiny_config, full_det, **overrides):
   # Envelope and Jastrow parameters start at 1: perturb them so that no option is trivial.
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
-  leaves = [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
+  leaves = [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
   return net, jax.tree_util.tree_unflatten(tree, leaves)
 
 

@@ -110,7 +110,7 @@ def test_lih_dipole_points_from_h_to_li_and_h2_has_none(tmp_path, make_tiny_conf
   assert abs(dx) < 4 * ex + 0.05 and abs(dy) < 4 * ey + 0.05
   h2, _ = _evaluation(make_tiny_config, tmp_path, 'h2', 100, **{
       'system.molecule': 'H2', 'system.atom': '', 'observables.forces': True})
-  for d, e in zip(h2['dipole_au'], h2['dipole_error_au']):
+  for d, e in zip(h2['dipole_au'], h2['dipole_error_au'], strict=True):
     assert abs(d) < 4 * e + 0.02, h2
   assert h2['s2'] < 0.05 and lih['s2'] < 0.05  # closed shells: singlets, nearly
 

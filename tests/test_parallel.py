@@ -134,7 +134,8 @@ def test_two_devices_sample_the_same_energy_as_one(tmp_path, make_tiny_config):
   two = np.load(tmp_path / 'two.npz')
   assert float(two['device_spread']) == 0.0
   # Learning rate 0: both sampled the trained wavefunction, restored onto every device.
-  for a, b in zip(_params(two), jax.tree_util.tree_leaves(parallel.first(one.final_state.params))):
+  for a, b in zip(_params(two), jax.tree_util.tree_leaves(parallel.first(one.final_state.params)),
+                  strict=True):
     np.testing.assert_array_equal(a, b)
   assert len(two['energies']) == len(one.energies) == 200
   e1, s1 = _block_mean(one.energies)
@@ -207,7 +208,7 @@ def test_two_processes_train_as_one_stop_together_and_only_process_zero_writes(t
   results = [np.load(tmp_path / f'result{i}.npz') for i in range(2)]
   assert [int(r['step']) for r in results] == [step + 3] * 2
   assert [float(r['device_spread']) for r in results] == [0.0, 0.0]
-  for a, b in zip(_params(results[0]), _params(results[1])):
+  for a, b in zip(_params(results[0]), _params(results[1]), strict=True):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(results[0]['energies'], results[1]['energies'])
   rows = stats.read_text().splitlines()[1:]
@@ -228,7 +229,7 @@ def test_processes_started_by_slurm_find_each_other_from_its_environment(tmp_pat
   results = [np.load(tmp_path / f'result{i}.npz') for i in range(2)]
   assert [int(r['processes']) for r in results] == [2, 2]
   assert [int(r['process']) for r in results] == [0, 1]
-  for a, b in zip(_params(results[0]), _params(results[1])):
+  for a, b in zip(_params(results[0]), _params(results[1]), strict=True):
     np.testing.assert_array_equal(a, b)
   assert _outputs(tmp_path / 'host1') == []
   assert 'train_stats.csv' in _outputs(tmp_path / 'host0' / 'run')

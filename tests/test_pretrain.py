@@ -23,7 +23,7 @@ def test_hf_energy_of_li_and_lih():
 
 def test_hf_energy_from_density_matrix_of_stored_orbitals(li_hf):
   from pyscf import scf
-  dms = [c[:, :n] @ c[:, :n].T for c, n in zip(li_hf.mo_coeff, li_hf.nspins)]
+  dms = [c[:, :n] @ c[:, :n].T for c, n in zip(li_hf.mo_coeff, li_hf.nspins, strict=True)]
   energy = scf.UHF(li_hf.mol).energy_tot(dm=np.stack(dms))
   np.testing.assert_allclose(energy, li_hf.energy, atol=1e-8)
 
@@ -52,7 +52,8 @@ def test_hf_orbitals_are_orthonormal_on_a_quadrature_grid(li_hf):
 
 
 def test_dense_target_is_block_diagonal():
-  up = jnp.ones((5, 2, 2)); down = 2 * jnp.ones((5, 1, 1))
+  up = jnp.ones((5, 2, 2))
+  down = 2 * jnp.ones((5, 1, 1))
   (target,) = pretrain.target_orbitals([up, down], True, (2, 1))
   assert target.shape == (5, 3, 3)
   np.testing.assert_array_equal(target[0], [[1, 1, 0], [1, 1, 0], [0, 0, 2]])
@@ -99,8 +100,9 @@ def test_pretraining_fits_hf_orbitals_then_vmc_starts_near_hf(
   blocks = jax.vmap(network.orbitals, in_axes=(None, 0))(params, jnp.asarray(x, jnp.float32))
   if full_det:
     blocks = [jnp.concatenate(blocks, axis=2)]
-  for b, t in zip(blocks, targets):
-    rel = float(jnp.linalg.norm(b - t[:, None]) / jnp.linalg.norm(jnp.broadcast_to(t[:, None], b.shape)))
+  for b, t in zip(blocks, targets, strict=True):
+    rel = float(jnp.linalg.norm(b - t[:, None])
+                / jnp.linalg.norm(jnp.broadcast_to(t[:, None], b.shape)))
     assert rel < 0.2, rel
   # The first VMC energies (after 5 KFAC steps from the pretrained network) are near HF.
   assert abs(result.energies[0] - hf.energy) < 0.3, (result.energies[:3], hf.energy)

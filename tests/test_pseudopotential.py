@@ -194,7 +194,8 @@ def test_local_energy_adds_the_ecp_terms_with_effective_charges():
 def test_a_tiny_ecp_run_pretrains_trains_and_reports_its_hamiltonian(tmp_path,
                                                                      make_tiny_config):
   """Mg with ccECP (2 valence electrons): Hartree-Fock in the ccECP basis, training steps
-  with the nonlocal term (KFAC's: the runs of docs/pseudopotentials.md), and a summary that names the Hamiltonian and takes its reference
+  with the nonlocal term (KFAC's: the runs of docs/pseudopotentials.md), and a summary
+  that names the Hamiltonian and takes its reference
   from the ECP table, not the all-electron one."""
   import json
   import os

@@ -36,7 +36,7 @@ def test_relaxation_of_a_soft_bond_with_noisy_forces_converges():
   state = geometry.RelaxState()
   x = np.array([[0, 0, 0], [0, 0, 2.8]], float)
   errors = np.full((2, 3), 1e-3)
-  for step in range(15):
+  for step in range(15):  # noqa: B007  (read after the loop)
     r = x[1, 2] - x[0, 2]
     f = _harmonic_diatomic(r) + rng.normal(scale=1e-3, size=(2, 3))
     if geometry.converged(f, errors):
@@ -100,12 +100,13 @@ def test_scan_writes_json_and_extxyz_that_ase_reads(h2_scan):
   assert record['units']['forces'] == 'hartree/bohr' and len(record['points']) == 2
   assert record['provenance']['versions']['jax'] == jax.__version__
   first, second = record['points']
-  assert first['warm_start_from'] is None and second['warm_start_from'].endswith(os.path.join('point_000', 'train'))
+  assert first['warm_start_from'] is None
+  assert second['warm_start_from'].endswith(os.path.join('point_000', 'train'))
   assert first['train_iterations'] == 8 and second['train_iterations'] == 4
   assert second['eval_iterations'] == 12
   frames = ase_io.read(os.path.join(out, 'scan.extxyz'), index=':')
   assert len(frames) == 2
-  for frame, p in zip(frames, points):
+  for frame, p in zip(frames, points, strict=True):
     assert frame.get_potential_energy() == pytest.approx(p['energy'] * units.Hartree)
     np.testing.assert_allclose(frame.get_forces(),
                                np.array(p['forces']) * units.Hartree / units.Bohr, rtol=1e-6)

@@ -51,7 +51,8 @@ def test_kfac_lowers_helium_energy_and_writes_outputs(tmp_path, make_tiny_config
   expected = checkpoint.state_fields(result.final_state)
   header, restored = checkpoint.load(path, expected)
   assert header['step'] == 80 and header['burned_in']
-  for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(expected)):
+  for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(expected),
+                  strict=True):
     np.testing.assert_array_equal(a, b)
 
 
@@ -86,7 +87,7 @@ def test_kfac_steps_every_network_option(variant, tmp_path, make_tiny_config):
   initial = network.init(k_params)
   final = parallel.first(result.final_state.params)
   moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(initial),
-                                                 jax.tree_util.tree_leaves(final))]
+                                                 jax.tree_util.tree_leaves(final), strict=True)]
   assert all(moved), 'KFAC left some parameters untouched'
 
 
@@ -113,7 +114,8 @@ def test_same_seed_gives_same_numbers_and_none_keeps_parameters(tmp_path, make_t
   model = iteration.build(spec)
   init = iteration.init_state(spec, model, jax.random.PRNGKey(train.seed_of(spec.debug)))
   for a, b in zip(jax.tree_util.tree_leaves(parallel.first(init.params)),
-                  jax.tree_util.tree_leaves(parallel.first(runs[0].final_state.params))):
+                  jax.tree_util.tree_leaves(parallel.first(runs[0].final_state.params)),
+                  strict=True):
     np.testing.assert_array_equal(a, b)
   # A different seed gives different samples.
   cfg = make_tiny_config('Li', 'none')
@@ -219,7 +221,8 @@ def test_restore_path_from_another_optimizer_takes_all_but_its_state(tmp_path,
     summary = json.load(f)
   assert summary['mode'] == 'evaluation' and summary['window_iterations'] == 7
   for a, b in zip(jax.tree_util.tree_leaves(parallel.first(trained.final_state.params)),
-                  jax.tree_util.tree_leaves(parallel.first(frozen.final_state.params))):
+                  jax.tree_util.tree_leaves(parallel.first(frozen.final_state.params)),
+                  strict=True):
     np.testing.assert_array_equal(a, b)
   # And back to KFAC, with a fresh optimizer state for the restored parameters.
   cfg = make_tiny_config('He', 'kfac')
