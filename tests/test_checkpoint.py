@@ -13,6 +13,7 @@ import pytest
 
 from conftest import requires_kfac
 from vmc import analysis, checkpoint, config as config_lib, hamiltonian, iteration, loss
+from vmc import spec as spec_lib
 from vmc import optimizers, parallel, train
 
 
@@ -29,7 +30,7 @@ def _params(result):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('optimizer', [pytest.param(n, marks=requires_kfac()) if n == 'kfac' else n
-                                       for n in optimizers.NAMES])
+                                       for n in spec_lib.OPTIMIZERS])
 def test_resume_is_bit_exact(tmp_path, make_tiny_config, optimizer):
   runs = [(tmp_path / 'a', 12), (tmp_path / 'b', 5), (tmp_path / 'b', 12)]
   straight, _, resumed = (
@@ -78,7 +79,7 @@ def test_non_finite_steps_are_rolled_back_and_the_run_goes_on(make_tiny_config, 
     return e.at[0].set(jnp.where(bad, jnp.nan, e[0]))
 
   objective = loss.make_objective(model.objective.logabs, poisoned, 5.0)
-  trainer = iteration.make_iteration(model.sampler, optimizers.make(spec, objective))
+  trainer = iteration.make_iteration(model.sampler, optimizers.make(spec.optim, objective))
   model = model._replace(iteration=trainer)
   state = iteration.with_opt_state(iteration.init_state(spec, model, jax.random.PRNGKey(0)),
                                    model)

@@ -5,7 +5,7 @@ variational energy E(R) is known in closed form."""
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import forces, hamiltonian, parallel, systems
+from vmc import forces, hamiltonian, nuclei, parallel, systems
 
 
 def _sample_1s(rng, n, centre):
@@ -125,6 +125,6 @@ def test_lcao_h2plus_zvzb_is_minus_the_derivative_of_the_variational_energy():
 def test_nuclear_forces_are_coulomb_repulsion():
   atoms = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
   charges = np.array([3.0, 1.0, 2.0])
-  f = forces.nuclear_forces(atoms, charges)
+  f = nuclei.forces(atoms, charges)
   np.testing.assert_allclose(f.sum(0), 0.0, atol=1e-12)
   np.testing.assert_allclose(f[1], [-2 * 3 / 13 ** 1.5, 0, 3 / 4 + 2 * 2 / 13 ** 1.5])

@@ -48,7 +48,7 @@ def test_potential_energy_by_hand():
   nuclei = [(1.0, np.zeros(3)), (3.0, np.array([0.0, 0.0, 3.0]))]
   expected = sum(-z / np.linalg.norm(r - pos) for z, pos in nuclei for r in (r1, r2))
   expected += 1 / np.linalg.norm(r1 - r2) + 3.0 / 3.0
-  v = hamiltonian.potential_energy(x, jnp.asarray(system.positions), jnp.asarray(system.charges))
+  v = hamiltonian.coulomb_potential(system)(None, x)
   np.testing.assert_allclose(v, expected, rtol=1e-6)
 
 

@@ -9,7 +9,7 @@ from jax import enable_x64
 from conftest import NETWORK_VARIANTS, make_network, requires_kfac, slow_after_first
 from vmc import hamiltonian, systems, train
 from vmc.networks import orbitals
-from vmc import config as config_lib
+from vmc import config as config_lib, spec as spec_lib
 
 CASES = [
     (dict(atom='Li'), True),
@@ -59,7 +59,7 @@ CHECKED = [(v, i % 2 == 0) for i, (_, v) in enumerate(LAPLACIAN_VARIANTS)]
 
 def test_every_head_option_is_checked(make_tiny_config):
   """Each value of each HeadOptions field appears in a FermiNet case checked above/below."""
-  values = {'full_det': (True, False), 'envelope_type': config_lib.ENVELOPE_TYPES,
+  values = {'full_det': (True, False), 'envelope_type': spec_lib.ENVELOPE_TYPES,
             'envelope_shared': (True, False), 'bias_orbitals': (True, False),
             'jastrow': ('none', 'simple_ee'), 'determinants': (2,)}
   assert set(values) == set(orbitals.HeadOptions._fields), 'a head option is not checked'

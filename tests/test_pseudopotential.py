@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmc import config, hamiltonian, pseudopotential, systems
+from vmc import config, ecp_tables, hamiltonian, pseudopotential, spec, systems
 from vmc.errors import ConfigError
 
 
@@ -25,7 +25,7 @@ def _sphere_mean(a, b, c):
           / _double_factorial(a + b + c + 1))
 
 
-@pytest.mark.parametrize('name', pseudopotential.QUADRATURES)
+@pytest.mark.parametrize('name', spec.QUADRATURES)
 def test_quadrature_exact_up_to_its_degree_and_not_beyond(name):
   """Monomials of degree <= d span the spherical harmonics of l <= d: the rule integrates
   all of them exactly, in every orientation, and fails at degree d + 1 (d is odd)."""
@@ -182,11 +182,11 @@ def test_local_energy_adds_the_ecp_terms_with_effective_charges():
   batch = hamiltonian.batched(e_l, 0, [pseudopotential.nonlocal_term(psi, system)])
   x = jnp.array([[0.3, -0.4, 1.2], [1.0, 0.5, -0.2], [6.0, 0.0, 0.0]])
   got = np.asarray(batch(None, x, jax.random.PRNGKey(0)))
-  ecp = pseudopotential.load('ccecp', 'Na')
+  ecp = ecp_tables.load('ccecp', 'Na')
   r = np.linalg.norm(np.asarray(x, np.float64), axis=1)
   inside = r < ecp.cutoff()
-  want = (-0.5 + 1 / r - 1 / r + pseudopotential.radial_np(ecp.local, r)
-          + inside * pseudopotential.radial_np(ecp.nonlocal_channels[0], r))
+  want = (-0.5 + 1 / r - 1 / r + ecp_tables.radial_np(ecp.local, r)
+          + inside * ecp_tables.radial_np(ecp.nonlocal_channels[0], r))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -114,7 +114,7 @@ def state():
 
 before = state()
 import vmc, vmc.parallel, vmc.train, vmc.cli, vmc.iteration, vmc.networks, vmc.optimizers
-import vmc.optimizers.sr, vmc.optimizers.adam, vmc.optimizers.none, vmc.pretrain
+import vmc.optimizers.sr, vmc.optimizers.adam, vmc.pretrain
 from vmc import runtime
 imported = state()
 report = runtime.configure() if sys.argv[1] == 'configure' else {}

@@ -288,3 +288,28 @@ def test_a_repeated_config_flag_keeps_its_last_value():
   assert cli._last_flag_wins(args) == ['--config.a=3', '--config.b', '4', '--other']
   assert cli._last_flag_wins(['--config', 'c.py', '--config.a=1']) == [
       '--config', 'c.py', '--config.a=1']
+
+
+def test_docs_config_md_is_the_generated_reference():
+  """docs/config.md lists every key with its default; regenerate it with
+  `python -m vmc.spec > docs/config.md` after changing vmc/spec.py."""
+  from vmc import spec as spec_lib
+  text = (ROOT / 'docs' / 'config.md').read_text()
+  assert text == spec_lib.reference(), 'run: python -m vmc.spec > docs/config.md'
+  for key in _leaf_keys(config_lib.default()):
+    assert f'| `{key}` |' in text, key
+
+
+def test_every_key_is_declared_once_with_a_check_and_a_doc():
+  import dataclasses as dc
+  import typing
+  from vmc import spec as spec_lib
+
+  def walk(cls):
+    for f in dc.fields(cls):
+      assert f.metadata.get('doc') is not None, f'{cls.__name__}.{f.name}'
+      if f.metadata['check'] is None:
+        walk(typing.get_type_hints(cls)[f.name])
+      else:
+        assert f.metadata['doc'], f'{cls.__name__}.{f.name} has no doc'
+  walk(spec_lib.ConfigSpec)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from vmc import checkpoint, config as config_lib, iteration, parallel, train
+from vmc import config as config_lib, iteration, parallel, start, train
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sr_reference.py')
 
@@ -94,7 +94,7 @@ def test_restore_with_another_batch_size_keeps_the_spring_direction(tmp_path,
   model = iteration.build(spec)
   template = iteration.with_opt_state(
       iteration.init_state(spec, model, jax.random.PRNGKey(0)), model)
-  restored = checkpoint.restore(str(tmp_path / 'a'), template, 32, False, spec.system)
+  restored = start.restore(str(tmp_path / 'a'), template, 32, False, spec.system)
   assert restored.opt_state_restored
   assert restored.fields['walkers'].shape[0] == 32
   np.testing.assert_array_equal(restored.fields['opt_state'].phi, saved)

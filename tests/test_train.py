@@ -12,7 +12,8 @@ import pytest
 
 from conftest import NETWORK_VARIANTS, TINY_PSIFORMER, requires_kfac
 from vmc import analysis, checkpoint, config as config_lib, iteration, parallel, train
-from vmc import writers
+from vmc import start, writers
+from vmc.errors import ConfigError
 
 
 def _run(cfg, tmp_path, name):
@@ -83,7 +84,7 @@ def test_kfac_steps_every_network_option(variant, tmp_path, make_tiny_config):
   assert [int(r['rejected']) for r in _rows(result.save_path)] == [0] * 4
   spec = config_lib.resolve(cfg)
   network = iteration.build(spec).network
-  k_params = jax.random.split(jax.random.PRNGKey(train.seed_of(spec.debug)), 3)[0]  # as init_state
+  k_params = jax.random.split(jax.random.PRNGKey(start.seed_of(spec.debug)), 3)[0]  # as init_state
   initial = network.init(k_params)
   final = parallel.first(result.final_state.params)
   moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(initial),
@@ -112,7 +113,7 @@ def test_same_seed_gives_same_numbers_and_none_keeps_parameters(tmp_path, make_t
   fresh_cfg = make_tiny_config('Li', 'none')
   spec = config_lib.resolve(fresh_cfg)
   model = iteration.build(spec)
-  init = iteration.init_state(spec, model, jax.random.PRNGKey(train.seed_of(spec.debug)))
+  init = iteration.init_state(spec, model, jax.random.PRNGKey(start.seed_of(spec.debug)))
   for a, b in zip(jax.tree_util.tree_leaves(parallel.first(init.params)),
                   jax.tree_util.tree_leaves(parallel.first(runs[0].final_state.params)),
                   strict=True):
@@ -197,7 +198,7 @@ def test_restore_path_continues_from_checkpoint(tmp_path, make_tiny_config):
   assert int(parallel.first(second.final_state.step)) == 7
   cfg = make_tiny_config('He', 'adam', **{'network.determinants': 3})
   cfg.log.restore_path = first.save_path
-  with pytest.raises(train.ConfigError, match='different network'):
+  with pytest.raises(ConfigError, match='different network'):
     _run(cfg, tmp_path, 'third')
   assert not (tmp_path / 'third').exists()
 
@@ -233,5 +234,5 @@ def test_restore_path_from_another_optimizer_takes_all_but_its_state(tmp_path,
   # Resuming a run's own folder stays strict: another optimizer there is an error.
   cfg = make_tiny_config('He', 'adam')
   cfg.optim.iterations = 9
-  with pytest.raises(train.ConfigError, match='different network or optimizer'):
+  with pytest.raises(ConfigError, match='different network or optimizer'):
     _run(cfg, tmp_path, 'kfac')

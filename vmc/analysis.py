@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from vmc import reference, statistics, systems
+from vmc import reference, statistics, systems, writers
 
 
-def read_stats(run_dir: str, name: str = 'train_stats.csv') -> dict[str, np.ndarray]:
+def read_stats(run_dir: str, name: str = writers.STATS_FILES['training']) -> dict[str, np.ndarray]:
   """Columns of a run's statistics CSV as float arrays.
 
   Safe on a run in progress: a last row still being written is left out.
@@ -33,17 +33,22 @@ def read_stats(run_dir: str, name: str = 'train_stats.csv') -> dict[str, np.ndar
   return {k: data[:, i] for i, k in enumerate(header)}
 
 
+def mode_of(run_dir: str) -> str:
+  """'evaluation' for a run folder with an evaluation's statistics, else 'training'."""
+  evaluation = writers.STATS_FILES['evaluation']
+  return 'evaluation' if os.path.exists(os.path.join(run_dir, evaluation)) else 'training'
+
+
 def stats_file(run_dir: str) -> str:
-  """'eval_stats.csv' for an evaluation run, else 'train_stats.csv'."""
-  return 'eval_stats.csv' if os.path.exists(os.path.join(run_dir, 'eval_stats.csv')) else (
-      'train_stats.csv')
+  """The name of the statistics file of the run in run_dir (writers.STATS_FILES)."""
+  return writers.STATS_FILES[mode_of(run_dir)]
 
 
 def system_of(run_dir: str) -> systems.System:
   """The system of a run, from its config.json (resolved as the run resolved it)."""
-  from vmc import config  # noqa: PLC0415
+  from vmc import config  # noqa: PLC0415  (analysis scripts that never need it start faster)
   with open(os.path.join(run_dir, 'config.json')) as f:
-    return config.resolve_system(config.from_json(f.read()))
+    return config.system_from_json(f.read())
 
 
 def moving_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -118,18 +123,18 @@ def summarize_run(run_dir: str, window: float | None = None) -> dict:
   `summarize_stats` estimates over the last `window` (default: all of an evaluation, the
   last 20% of training), and the error against the reference energy if there is one.
   {} when no iteration is written yet."""
-  name = stats_file(run_dir)
+  mode = mode_of(run_dir)
+  name = writers.STATS_FILES[mode]
   if not os.path.exists(os.path.join(run_dir, name)):
     return {}
   stats = read_stats(run_dir, name)
   if not len(stats.get('energy', [])):
     return {}
-  evaluation = name == 'eval_stats.csv'
   system = system_of(run_dir)
   summary: dict[str, Any] = dict(system=system.name, hamiltonian=system.hamiltonian,
-                                 mode='evaluation' if evaluation else 'training')
+                                 mode=mode)
   summary.update(summarize_stats(
-      stats, window=window if window is not None else (1.0 if evaluation else 0.2)))
+      stats, window=window if window is not None else (1.0 if mode == 'evaluation' else 0.2)))
   from vmc import observables  # noqa: PLC0415  (imports jax; analysis itself does not)
   first = int(stats['step'][len(stats['step']) - summary['window_iterations']])
   summary.update(observables.summarize_forces(run_dir, first))

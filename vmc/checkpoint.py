@@ -17,15 +17,14 @@ import json
 import os
 import re
 import zipfile
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
 import vmc
-from vmc import geometry, parallel, systems, writers
-from vmc.errors import ConfigError
+from vmc import parallel, writers
 from vmc.types import MCMCState, TrainState
 
 FORMAT = 'vmc-checkpoint-3'
@@ -208,17 +207,6 @@ def save_state(directory: str, state: TrainState, config_json: str, keep: int,
   return path_for(directory, step)
 
 
-class Restored(NamedTuple):
-  """Checkpoint fields fitted to a run, and what had to change."""
-  fields: dict[str, Any]
-  path: str
-  # Walkers resampled to a larger batch, moved to another system, or saved before their
-  # burn-in: they need one.
-  needs_burn_in: bool
-  opt_state_restored: bool  # False: a checkpoint of another optimizer
-  notes: tuple[str, ...]  # what was adapted, for the log
-
-
 def fit_fields(fields: dict[str, Any], batch_size: int,
                n_devices: int) -> tuple[dict[str, Any], bool, list[str]]:
   """Adapts checkpoint fields to a run's global batch size and device count, on the host.
@@ -242,80 +230,6 @@ def fit_fields(fields: dict[str, Any], batch_size: int,
     keys = np.asarray(jax.random.split(keys[0], n_devices))
     notes.append('RNG keys re-split for this device count')
   return dict(fields, walkers=x, key=keys), resampled, notes
-
-
-def restore(path: str, template: TrainState, batch_size: int, resume: bool,
-            system: systems.System) -> Restored:
-  """Loads the newest readable checkpoint of a run folder, or a ckpt_*.npz file, fitted to
-  this run's batch and devices. Host only (process 0).
-
-  Raises ConfigError with the fix if nothing can be loaded. With `resume` (the run's own
-  folder) the checkpoint must be of the same system and optimizer, and unreadable
-  checkpoints are set aside; otherwise a checkpoint of another optimizer gives everything
-  but its optimizer state, and one of another system (a warm start) is taken with a
-  warning and a burn-in.
-  """
-  templates = state_fields(template, gather=False)
-  optional = () if resume else ('opt_state',)
-  skipped: list[str] = []
-  try:
-    if os.path.isdir(path):
-      header, fields, path, skipped = load_latest(path, templates, RESIZABLE, optional)
-    elif os.path.isfile(path):
-      header, fields = load(path, templates, RESIZABLE, optional)
-    else:
-      raise ConfigError(f'log.restore_path={path} does not exist; give a run folder or a '
-                        'ckpt_*.npz file')
-  except CheckpointError as e:
-    raise ConfigError(f'cannot restore: {e}; point log.restore_path at a run of the same '
-                      'network, or start a new run') from None
-  fields, resampled, notes = fit_fields(fields, batch_size, parallel.global_device_count())
-  if 'opt_state' not in fields:
-    notes.append('optimizer state of another optimizer: not restored, initialized afresh')
-  moved, theirs = _system_change(header, system)
-  if moved and resume:
-    raise ConfigError(f'log.save_path holds a run of {moved}; resume it with its own '
-                      'system.* settings, or give a new log.save_path')
-  if moved:
-    logging.warning('log.restore_path %s is a checkpoint of %s: its parameters and walkers '
-                    'are a warm start, and a burn-in follows', path, moved)
-    if theirs is not None and _same_particles(theirs, system):
-      fields['walkers'] = geometry.move_walkers(fields['walkers'], theirs.positions,
-                                                system.positions)
-      notes.append('walkers moved with the nuclei')
-  for bad in skipped if resume else []:
-    # Renamed, so that pruning never keeps them in place of good ones.
-    os.replace(bad, bad + '.corrupt')
-    logging.warning('%s set aside as %s.corrupt', bad, os.path.basename(bad))
-  burned_in = bool(header.get('burned_in', True))
-  if not burned_in:
-    notes.append('saved after pretraining, before the burn-in: burn-in follows')
-  return Restored(fields, path, resampled or bool(moved) or not burned_in,
-                  'opt_state' in fields, tuple(notes))
-
-
-def _same_particles(a: systems.System, b: systems.System) -> bool:
-  """Same electrons, elements and Hamiltonian (all-electron or which atoms carry an ECP)."""
-  return a.electrons == b.electrons and a.hamiltonian == b.hamiltonian and [
-      x.symbol for x in a.atoms] == [x.symbol for x in b.atoms]
-
-
-def _system_change(header: dict[str, Any],
-                   system: systems.System) -> tuple[str | None, systems.System | None]:
-  """('<their system>, not <this system>', their system) when the checkpoint's config is
-  of another system (other nuclei, positions or electrons); (None, ...) when the same or
-  not known."""
-  from vmc import config  # noqa: PLC0415  (config imports optimizers, which import jax)
-  try:
-    theirs = config.resolve_system(config.from_json(header['config']))
-  except (ConfigError, KeyError, TypeError, ValueError):
-    return None, None  # a config of another vmc version: nothing to compare with
-  label, here = systems.describe(theirs), systems.describe(system)
-  if not _same_particles(theirs, system):
-    return f'{label}, not {here}', theirs
-  shift = float(np.max(np.abs(theirs.positions - system.positions)))
-  return (f'{label} at another geometry (nuclei moved by up to {shift:.4g} bohr)' if (
-      shift > 1e-6) else None), theirs
 
 
 def state_from_fields(fields: dict[str, Any], template: TrainState) -> TrainState:

@@ -17,7 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vmc import config as config_lib, runtime
-from vmc.errors import ConfigError, RunAborted
+from vmc.errors import ConfigError, RunAborted, one_line
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(config_lib.__file__), 'config.py')
 _CONFIG = None
@@ -32,7 +32,7 @@ def _define_config_flag():
         'Path to a config file with get_config(); override keys with --config.KEY=VALUE.',
         lock_config=True)
   except (AttributeError, KeyError) as e:
-    print(f'vmc: error: {_unknown_key_message(sys.argv[1:]) or _one_line(str(e))}',
+    print(f'vmc: error: {_unknown_key_message(sys.argv[1:]) or one_line(e)}',
           file=sys.stderr)
     sys.exit(2)
 
@@ -99,12 +99,8 @@ def _fail(error: Exception, code: int) -> None:
   """One line on stderr and a non-zero exit; --verbosity=1 shows the traceback."""
   if logging.get_verbosity() > logging.INFO:
     raise error
-  print(f'vmc: error: {_one_line(str(error))}', file=sys.stderr)
+  print(f'vmc: error: {one_line(error)}', file=sys.stderr)
   sys.exit(code)
-
-
-def _one_line(text: str) -> str:
-  return ' '.join(text.split())
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -112,10 +108,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except OSError as e:
-    print(f'vmc: error: cannot load the config file: {_one_line(str(e))}', file=sys.stderr)
+    print(f'vmc: error: cannot load the config file: {one_line(e)}', file=sys.stderr)
     sys.exit(2)
   except flags.Error as e:
-    print(f'vmc: error: {_one_line(str(e))} (vmc --helpfull lists the flags; config keys are '
+    print(f'vmc: error: {one_line(e)} (vmc --helpfull lists the flags; config keys are '
           'in vmc/config.py)', file=sys.stderr)
     sys.exit(2)
   except Exception as e:  # noqa: BLE001  (a config file is user code: any error is possible)
@@ -123,7 +119,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if unknown:
       print(f'vmc: error: {unknown}', file=sys.stderr)
       sys.exit(2)
-    print(f'vmc: error: the config file raised {type(e).__name__}: {_one_line(str(e))} '
+    print(f'vmc: error: the config file raised {type(e).__name__}: {one_line(e)} '
           f'(at {_user_frame(e)}); fix the config file', file=sys.stderr)
     sys.exit(2)
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import parallel
+from vmc import nuclei, parallel
 from vmc.types import Array, Params
 
 ESTIMATORS = ('hf', 'zv', 'zvzb')
@@ -39,16 +39,6 @@ UNITS = 'hartree/bohr'
 
 # (params, x (3N,), atoms (n_atoms, 3)) -> (sign, log|psi|)
 WavefunctionAt = Callable[[Params, Array, Array], tuple[Array, Array]]
-
-
-def nuclear_forces(atoms: np.ndarray, charges: np.ndarray) -> np.ndarray:
-  """(n_atoms, 3) nucleus-nucleus Coulomb forces, hartree/bohr."""
-  atoms = np.asarray(atoms, np.float64)
-  charges = np.asarray(charges, np.float64)
-  d = atoms[:, None, :] - atoms[None, :, :]
-  r = np.linalg.norm(d, axis=-1)
-  np.fill_diagonal(r, np.inf)
-  return np.sum((charges[:, None] * charges[None, :] / r ** 3)[..., None] * d, axis=1)
 
 
 def electron_terms(x: Array, grad_log: Array, atoms: Array,
@@ -77,7 +67,7 @@ def make(wavefunction_at: WavefunctionAt, local_energy: Callable[[Params, Array]
   """
   atoms_j = jnp.asarray(atoms, jnp.float32)
   charges_j = jnp.asarray(charges, jnp.float32)
-  f_nn = jnp.asarray(nuclear_forces(atoms, charges), jnp.float32)
+  f_nn = jnp.asarray(nuclei.forces(atoms, charges), jnp.float32)
   logabs = lambda params, x, at: wavefunction_at(params, x, at)[1]
   # One reverse pass gives both grad_x log|psi| and d log|psi| / dR.
   grads = jax.grad(logabs, argnums=(1, 2))

@@ -24,14 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmc import systems
+from vmc.spec import LAPLACIANS
 from vmc.types import (Array, BatchEnergyFn, EnergyTerm, LaplacianFn, LocalEnergyFn, Params,
                        PRNGKey, WavefunctionFn)
 
 ScalarFn = Callable[[Array], Array]  # x (3N,) -> log|psi| of one walker, fixed parameters
 
 
-def potential_energy(x: Array, atoms: Array, charges: Array) -> Array:
-  """Coulomb energy of one walker: electron-nucleus, electron-electron, nucleus-nucleus."""
+def electronic_potential(x: Array, atoms: Array, charges: Array) -> Array:
+  """Coulomb energy of the electrons of one walker: electron-nucleus, electron-electron."""
   pos = x.reshape(-1, 3)
   n = pos.shape[0]
   r_ae = jnp.linalg.norm(pos[:, None, :] - atoms[None, :, :], axis=-1)
@@ -39,9 +40,6 @@ def potential_energy(x: Array, atoms: Array, charges: Array) -> Array:
   if n > 1:
     i, j = np.triu_indices(n, k=1)
     v += jnp.sum(1.0 / jnp.linalg.norm(pos[i] - pos[j], axis=-1))
-  if atoms.shape[0] > 1:
-    a, b = np.triu_indices(atoms.shape[0], k=1)
-    v += jnp.sum(charges[a] * charges[b] / jnp.linalg.norm(atoms[a] - atoms[b], axis=-1))
   return v
 
 
@@ -70,7 +68,6 @@ def laplacian_folx(f: ScalarFn, x: Array) -> tuple[Array, Array]:
   return out.laplacian, out.jacobian.dense_array
 
 
-METHODS = ('forward', 'loop', 'folx')  # = vmc.config.LAPLACIANS
 
 
 def kinetic_energy(wavefunction: WavefunctionFn, method: str = 'forward',
@@ -81,8 +78,8 @@ def kinetic_energy(wavefunction: WavefunctionFn, method: str = 'forward',
   -> (lap log|psi|, grad log|psi|)) and falls back to folx without one; 'loop' and 'folx'
   differentiate log|psi| of the wavefunction.
   """
-  if method not in METHODS:
-    raise ValueError(f'unknown Laplacian method {method!r}; use one of {METHODS}')
+  if method not in LAPLACIANS:
+    raise ValueError(f'unknown Laplacian method {method!r}; use one of {LAPLACIANS}')
 
   def lap_and_grad(params: Params, x: Array) -> tuple[Array, Array]:
     if method == 'forward' and forward_laplacian is not None:
@@ -98,13 +95,16 @@ def kinetic_energy(wavefunction: WavefunctionFn, method: str = 'forward',
 
 
 def coulomb_potential(system: systems.System) -> EnergyTerm:
-  """V(x): electron-nucleus, electron-electron and nucleus-nucleus Coulomb energy."""
+  """V(x): electron-nucleus, electron-electron and nucleus-nucleus Coulomb energy (the
+  last a constant of the geometry, vmc.nuclei)."""
   atoms = jnp.asarray(system.positions, jnp.float32)
   charges = jnp.asarray(system.charges, jnp.float32)
+  e_nn = system.nuclear_repulsion()
 
   def potential(params: Params, x: Array) -> Array:
     del params
-    return potential_energy(x, atoms, charges)
+    v = electronic_potential(x, atoms, charges)
+    return v + e_nn if e_nn else v
 
   return potential
 

@@ -3,7 +3,8 @@
   network    psi_theta: (sign, log|psi|) of one walker           vmc.networks
   sampler    Metropolis moves of the walkers under |psi|^2         vmc.mcmc
   objective  local energies, clipping, the VMC gradient            vmc.loss, vmc.hamiltonian
-  optimizer  the parameter update (kfac, adam, none, ...)          vmc.optimizers
+  optimizer  the parameter update (kfac, spring, ...)              vmc.optimizers
+             or none: an evaluation, parameters frozen                `frozen` here
 
 An iteration on state (params, opt_state, walkers, key, step):
 
@@ -27,8 +28,8 @@ import jax.numpy as jnp
 
 from vmc import hamiltonian, loss, mcmc, networks, optimizers, parallel, pseudopotential
 from vmc.config import Spec
-from vmc.types import (MCMCState, Objective, Optimizer, OptState, PRNGKey, Sampler,
-                       StepStats, TrainState)
+from vmc.types import (Array, MCMCState, Objective, Optimizer, OptState, Params, PRNGKey,
+                       Sampler, StepStats, TrainState, UpdateStats)
 
 
 class Iteration(NamedTuple):
@@ -99,6 +100,23 @@ def make_iteration(sampler: Sampler, optimizer: Optimizer) -> Iteration:
                                          donate_argnums=0))
 
 
+def frozen(objective: Objective) -> Optimizer:
+  """The update of an evaluation (optim.optimizer='none'): the parameters stay, the energy
+  of the new walkers is measured (and guarded as in training)."""
+
+  def init(params: Params, key: PRNGKey, x: Array) -> OptState:
+    del params, key, x
+    return jnp.zeros(())
+
+  def update(params: Params, opt_state: OptState, key: PRNGKey, x: Array,
+             step: Array) -> tuple[Params, OptState, UpdateStats]:
+    del step
+    energy, aux = objective.loss(params, key, x)
+    return params, opt_state, UpdateStats(energy, aux.variance, jnp.zeros_like(energy))
+
+  return Optimizer(init=init, update=update)
+
+
 def local_energy_chunk(spec: Spec) -> tuple[int, str]:
   """(walkers per local-energy chunk, 0 for all at once; a line for the log).
 
@@ -110,11 +128,8 @@ def local_energy_chunk(spec: Spec) -> tuple[int, str]:
   if spec.optim.local_energy_chunk_size > 0:
     chunk = spec.optim.local_energy_chunk_size
     return chunk, f'{min(chunk, walkers)} of {walkers} walkers per device at a time (config)'
-  net = spec.network
-  width = (max(h1 for h1, _ in net.ferminet.hidden_dims) if net.network_type == 'ferminet'
-           else max(net.psiformer.num_heads * net.psiformer.heads_dim,
-                    *net.psiformer.mlp_hidden_dims))
-  per_walker = hamiltonian.bytes_per_walker(spec.system.n_electrons, width,
+  per_walker = hamiltonian.bytes_per_walker(spec.system.n_electrons,
+                                            networks.widest_layer(spec.network),
                                             spec.optim.laplacian)
   device = jax.local_devices()[0]
   stats = device.memory_stats() or {}
@@ -146,7 +161,8 @@ def build(spec: Spec) -> Model:
   # The sampler evaluates the same log|psi| through the network's cheaper path.
   sampler = mcmc.make_sampler(jax.vmap(network.sampling_logabs, in_axes=(None, 0)),
                               spec.system, spec.mcmc)
-  optimizer = optimizers.make(spec, objective)
+  optimizer = (frozen(objective) if spec.evaluation
+               else optimizers.make(spec.optim, objective))
   return Model(network, sampler, objective, optimizer, make_iteration(sampler, optimizer))
 
 

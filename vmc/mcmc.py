@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmc import parallel, systems
-from vmc.config import SamplerSpec
+from vmc.spec import SamplerSpec
 from vmc.types import Array, LogAbsFn, MCMCState, Params, PRNGKey, Sampler
 
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vmc import forces, parallel, statistics, systems, writers
-from vmc.config import ObservablesSpec
+from vmc.spec import ObservablesSpec
 from vmc.types import Array, Params
 
 if TYPE_CHECKING:
@@ -45,6 +45,11 @@ class Observables(NamedTuple):
   arrays: tuple[str, ...]  # per-iteration arrays, kept in observables.h5
   evaluate: Callable  # pmapped (params, x) -> {name: device-averaged value}
   attrs: dict  # grid/bin descriptions for the HDF5 file
+
+
+def stats_columns(obs: Observables | None) -> tuple[str, ...]:
+  """The columns of a run's statistics file: the training columns, then the observables'."""
+  return writers.TRAIN_COLUMNS + (obs.columns if obs else ())
 
 
 def make(network: Network, local_energy: Callable[[Params, Array], Array],

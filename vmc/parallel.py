@@ -24,8 +24,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from vmc.config import DistributedSpec
-from vmc.errors import ConfigError
+from vmc.spec import DistributedSpec
+from vmc.errors import ConfigError, one_line
 
 AXIS = 'devices'
 
@@ -148,20 +148,16 @@ def initialize(dist: DistributedSpec) -> None:
   try:
     jax.distributed.initialize(**kwargs)
   except (ValueError, TypeError) as e:
-    raise ConfigError(f'cannot start a multi-process run: {_one_line(e)}; set '
+    raise ConfigError(f'cannot start a multi-process run: {one_line(e)}; set '
                       'distributed.coordinator_address=HOST:PORT, distributed.num_processes '
                       'and distributed.process_id, or launch with srun/mpirun') from None
   except Exception as e:  # the coordinator is unreachable or a process never arrived
     raise ConfigError(
-        f'jax.distributed did not start ({_one_line(e)[:300]}); check that all processes '
+        f'jax.distributed did not start ({one_line(e)[:300]}); check that all processes '
         'were launched with the same coordinator address and that its port is reachable'
         ) from None
   if not is_main():  # one log for the run: the other processes report warnings only
     logging.set_verbosity(logging.WARNING)
-
-
-def _one_line(e: Exception) -> str:
-  return ' '.join(str(e).split()) or type(e).__name__
 
 
 def check_layout(batch_size: int) -> None:

@@ -144,8 +144,7 @@ def write_records(out_dir: str, name: str, points: Sequence[dict], extra: dict) 
                       'time': 'seconds'},
             **extra, 'points': list(points), 'provenance': provenance.record()}
   text = json.dumps(record, indent=2) + '\n'
-  writers.write_atomically(os.path.join(out_dir, f'{name}.json'),
-                           lambda tmp: _write_text(tmp, text))
+  writers.write_text_atomically(os.path.join(out_dir, f'{name}.json'), text)
   try:
     import ase  # noqa: F401, PLC0415  (an optional extra)
   except ImportError:
@@ -154,11 +153,6 @@ def write_records(out_dir: str, name: str, points: Sequence[dict], extra: dict) 
     return
   writers.write_atomically(os.path.join(out_dir, f'{name}.extxyz'),
                            lambda tmp: write_extxyz(tmp, points))
-
-
-def _write_text(path: str, text: str) -> None:
-  with open(path, 'w') as f:
-    f.write(text)
 
 
 def write_extxyz(path: str, points: Sequence[dict]) -> None:

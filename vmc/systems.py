@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from vmc import ecp_tables, nuclei
 from vmc.errors import ConfigError
 
 BOHR_PER_ANGSTROM = 1.0 / 0.52917721092  # CODATA 2010, as used by PySCF.
@@ -87,12 +88,8 @@ class System:
     return self.electrons[0] - self.electrons[1]
 
   def nuclear_repulsion(self) -> float:
-    e = 0.0
-    pos, z = self.positions, self.charges
-    for i in range(len(z)):
-      for j in range(i):
-        e += z[i] * z[j] / np.linalg.norm(pos[i] - pos[j])
-    return float(e)
+    """Nucleus-nucleus Coulomb energy, hartree (vmc.nuclei)."""
+    return nuclei.repulsion(self.positions, self.charges)
 
 
 def _tetrahedral_xh4(center: str, r: float) -> list[tuple[str, tuple[float, float, float]]]:
@@ -190,7 +187,6 @@ def _parse_atoms(molecule: Any, units: str) -> tuple[Atom, ...]:  # molecule: un
 def _with_pseudopotential(atoms: tuple[Atom, ...], kind: str,
                           symbols: Sequence[str]) -> tuple[Atom, ...]:
   """The atoms with `kind` ECPs on the elements `symbols` (empty: every atom beyond He)."""
-  from vmc import pseudopotential
   present = {a.symbol for a in atoms}
   chosen = {_check_symbol(s, 'system.pp.symbols') for s in symbols}
   missing = sorted(chosen - present)
@@ -202,7 +198,7 @@ def _with_pseudopotential(atoms: tuple[Atom, ...], kind: str,
   if not chosen:
     raise ConfigError('system.use_pp=True but no atom heavier than He; name the elements '
                       "in system.pp.symbols (e.g. ('H',)) or set system.use_pp=False")
-  return tuple(dataclasses.replace(a, ecp=True, core=pseudopotential.load(kind, a.symbol).core)
+  return tuple(dataclasses.replace(a, ecp=True, core=ecp_tables.load(kind, a.symbol).core)
                if a.symbol in chosen else a for a in atoms)
 
 

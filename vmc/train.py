@@ -21,24 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from vmc import analysis, checkpoint, iteration, networks, observables, parallel, pretrain
-from vmc import provenance, runfolder, runtime, writers
-from vmc.config import DebugSpec, Spec
-from vmc.errors import ConfigError, RunAborted
+from vmc import provenance, runfolder, runtime, start as start_lib, writers
+from vmc.config import Spec
+from vmc.errors import RunAborted
 from vmc.types import StepStats, TrainState
 
 __all__ = ['RunAborted', 'RunResult', 'run']
@@ -52,27 +48,6 @@ class RunResult:
   steps: int  # iterations done
   energies: np.ndarray  # (steps,) mean local energy per iteration
   final_state: TrainState | None  # None when stopped before training started
-
-
-def seed_of(debug: DebugSpec) -> int:
-  if debug.seed is not None:
-    return debug.seed
-  if debug.deterministic:
-    return 23
-  return secrets.randbelow(2**31)
-
-
-def default_save_path(system_name: str) -> str:
-  stamp = datetime.datetime.now(datetime.UTC).strftime('%Y%m%d_%H%M%S')
-  return os.path.join('checkpoints', f'{system_name}_{stamp}')
-
-
-def stats_name(spec: Spec) -> str:
-  return 'eval_stats.csv' if spec.evaluation else 'train_stats.csv'
-
-
-def stats_columns(obs: observables.Observables | None) -> tuple[str, ...]:
-  return writers.TRAIN_COLUMNS + (obs.columns if obs else ())
 
 
 class _SignalFlag:
@@ -111,95 +86,19 @@ class _SignalFlag:
       signal.signal(sig, handler)
 
 
-class _Start(NamedTuple):
-  """Where a run starts, decided before anything is written."""
-  state: TrainState  # with opt_state when restored; without (None) when fresh
-  restored: checkpoint.Restored | None  # from a checkpoint, own folder or restore_path
-  resumed: bool  # from the run's own folder
-  needs_burn_in: bool
-  hf: pretrain.HartreeFock | None  # the SCF, when this run pretrains
-
-
-def _find_start(spec: Spec, model: iteration.Model, seed: int, save_path: str,
-                obs: observables.Observables | None) -> _Start:
-  """Fresh state, or the newest checkpoint of the run folder, or log.restore_path."""
-  state = iteration.init_state(spec, model, jax.random.PRNGKey(seed))
-  template = iteration.with_opt_state(state, model)
-  stats_path = os.path.join(save_path, stats_name(spec))
-
-  def inspect_disk() -> tuple[checkpoint.Restored | None, bool]:
-    resume = bool(checkpoint.list_checkpoints(save_path))
-    source = save_path if resume else spec.log.restore_path
-    if source:
-      if resume:
-        writers.check_columns(stats_path, stats_columns(obs))
-      return (checkpoint.restore(source, template, spec.batch_size, resume, spec.system),
-              resume)
-    if os.path.exists(stats_path):
-      raise ConfigError(
-          f'log.save_path={save_path} holds {os.path.basename(stats_path)} but no checkpoint '
-          'to resume from; choose a new log.save_path')
-    return None, False
-
-  restored, resumed = parallel.on_main(inspect_disk)
-  if restored is None:
-    hf = None
-    if spec.pretrain.method == 'hf':  # before anything is written: a failing SCF is an error
-      hf = pretrain.hartree_fock(spec.system, spec.pretrain.basis, spec.pretrain.open_shell,
-                                 cache_dir=save_path, write_cache=False,
-                                 pp_basis=spec.pp.basis if spec.pp else '')
-    return _Start(state, None, False, True, hf)
-  state = checkpoint.state_from_fields(restored.fields, template)
-  if not restored.opt_state_restored:
-    state = iteration.with_opt_state(state, model)
-  verb = 'resuming' if resumed else 'starting'
-  logging.info('%s from %s at step %d%s', verb, restored.path, int(parallel.first(state.step)),
-               f' ({"; ".join(restored.notes)})' if restored.notes else '')
-  needs_burn_in = restored.needs_burn_in
-  if spec.evaluation and not resumed:
-    # An evaluation counts its own iterations, after a burn-in of its own.
-    state = state._replace(step=parallel.replicate(jnp.zeros((), jnp.int32)),
-                           mcmc=state.mcmc._replace(
-                               acceptance_sum=parallel.replicate(jnp.zeros((), jnp.float32))))
-    needs_burn_in = True
-    logging.info('evaluation: %d iterations of the restored wavefunction after a burn-in '
-                 'of %d', spec.optim.iterations, spec.mcmc.burn_in)
-  return _Start(state, restored, resumed, needs_burn_in, None)
-
-
-def _seed(debug: DebugSpec, save_path: str) -> int:
-  """The run's seed: debug.seed or debug.deterministic's, else the one that an earlier
-  attempt in this folder recorded in config.json (so that a rerun after a kill before the
-  first checkpoint repeats it), else a new random one."""
-  if debug.seed is None and not debug.deterministic:
-    try:
-      with open(os.path.join(save_path, 'config.json')) as f:
-        recorded = json.load(f)['debug']['seed']
-      if isinstance(recorded, int):
-        return recorded
-    except (OSError, ValueError, KeyError, TypeError):
-      pass
-  return seed_of(debug)
-
-
-def _write_run_folder(spec: Spec, save_path: str, start: _Start, seed: int) -> None:
+def _write_run_folder(spec: Spec, save_path: str, start: start_lib.Start, seed: int) -> None:
   """config.json, with the seed used (and the SCF cache): the first files a run writes."""
   if not parallel.is_main():
     return
   config = json.loads(spec.config_json)
   config['debug']['seed'] = seed
-  writers.write_atomically(os.path.join(save_path, 'config.json'),
-                           lambda tmp: _write_text(tmp, json.dumps(config, indent=2) + '\n'))
+  writers.write_text_atomically(os.path.join(save_path, 'config.json'),
+                                json.dumps(config, indent=2) + '\n')
   if start.hf is not None:
     pretrain.write_cache_file(start.hf, save_path)
 
 
-def _write_text(path: str, text: str) -> None:
-  with open(path, 'w') as f:
-    f.write(text)
-
-
-def _prepare(spec: Spec, model: iteration.Model, start: _Start, save_path: str,
+def _prepare(spec: Spec, model: iteration.Model, start: start_lib.Start, save_path: str,
              signals: _SignalFlag) -> TrainState | None:
   """Pretraining (fresh runs), the optimizer state, and burn-in; None if a signal came.
 
@@ -251,7 +150,7 @@ def run(spec: Spec) -> RunResult:
   """
   parallel.initialize(spec.distributed)
   runtime.configure()  # process settings, before anything is compiled (vmc/runtime.py)
-  save_path = parallel.share(spec.log.save_path or default_save_path(spec.system.name))
+  save_path = parallel.share(spec.log.save_path or start_lib.default_save_path(spec.system.name))
   system = spec.system
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d, %s',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin,
@@ -280,8 +179,8 @@ def _locked(save_path: str) -> Iterator[None]:
 
 def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observables | None,
                    save_path: str, signals: _SignalFlag) -> RunResult:
-  seed = parallel.on_main(lambda: _seed(spec.debug, save_path))
-  start = _find_start(spec, model, seed, save_path, obs)
+  seed = parallel.on_main(lambda: start_lib.seed(spec.debug, save_path))
+  start = start_lib.find(spec, model, seed, save_path, obs)
   if signals.any_process():
     kept = ''
     if start.hf is not None and parallel.is_main():
@@ -343,7 +242,7 @@ def _progress_text(row: dict) -> str:
           f'  pmove={row["pmove"]:.2f}  width={row["move_width"]:.3f}')
 
 
-def _blame(spec: Spec, accepted: int, start: _Start, save_path: str) -> str:
+def _blame(spec: Spec, accepted: int, start: start_lib.Start, save_path: str) -> str:
   """For a run stopped by non-finite steps: the phase at fault, its fix, and the newest
   checkpoint (the loop writes checkpoints only after accepted steps)."""
   found = parallel.on_main(lambda: checkpoint.list_checkpoints(save_path))
@@ -366,7 +265,7 @@ def _blame(spec: Spec, accepted: int, start: _Start, save_path: str) -> str:
 
 
 def _warn_if_stats_lost(spec: Spec, previous: dict[str, list[float]], step: int,
-                        start: _Start) -> None:
+                        start: start_lib.Start) -> None:
   """A resumed run whose statistics file lacks the rows before its checkpoint says so
   (a run started from log.restore_path has no rows before its first step)."""
   steps = previous.get('step', [])
@@ -376,15 +275,15 @@ def _warn_if_stats_lost(spec: Spec, previous: dict[str, list[float]], step: int,
   if last != step - 1:
     logging.warning('%s holds %s, but the checkpoint is at step %d: the statistics of the '
                     'steps between are lost (the file was deleted or cut); new rows '
-                    'continue at step %d', stats_name(spec),
+                    'continue at step %d', writers.STATS_FILES[spec.mode],
                     f'steps up to {last}' if last is not None else 'no rows', step, step)
 
 
-def _open_stats(spec: Spec, save_path: str, step: int, start: _Start,
+def _open_stats(spec: Spec, save_path: str, step: int, start: start_lib.Start,
                 obs: observables.Observables | None) -> tuple[observables.ArrayStore, _Rows]:
   """The statistics so far, cut back to the checkpoint's step (later rows would be
   written again); a summary.json of an earlier end is removed if the run goes on."""
-  stats_path = os.path.join(save_path, stats_name(spec))
+  stats_path = os.path.join(save_path, writers.STATS_FILES[spec.mode])
   store = observables.ArrayStore(os.path.join(save_path, 'observables.h5'),
                                  obs.arrays if obs else (), obs.attrs if obs else {},
                                  step, enabled=parallel.is_main())
@@ -400,7 +299,7 @@ def _open_stats(spec: Spec, save_path: str, step: int, start: _Start,
 
 
 def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
-          start: _Start, obs: observables.Observables | None,
+          start: start_lib.Start, obs: observables.Observables | None,
           signals: _SignalFlag) -> RunResult:
   """Iterations from the state's step to optim.iterations, with all the hooks."""
   main = parallel.is_main()
@@ -414,8 +313,8 @@ def _loop(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
     return RunResult(save_path, step, np.asarray(rows.energies), state)
   progress = writers.Progress(total, spec.log.print_every_seconds)
   last_save, bad_in_a_row, accepted, stopped = time.monotonic(), 0, 0, False
-  stats_path = os.path.join(save_path, stats_name(spec))
-  with writers.CsvWriter(stats_path, stats_columns(obs), enabled=main) as csv_out:
+  stats_path = os.path.join(save_path, writers.STATS_FILES[spec.mode])
+  with writers.CsvWriter(stats_path, observables.stats_columns(obs), enabled=main) as csv_out:
     for t in range(step, total):
       state, stats = model.iteration.step(state)
       row = rows.row(t, stats)
@@ -459,7 +358,7 @@ def _summary_if_missing(save_path: str) -> None:
 
 
 def _finish(spec: Spec, save_path: str, state: TrainState, store: observables.ArrayStore,
-            start: _Start, rows: _Rows, accepted: int, stopped: bool,
+            start: start_lib.Start, rows: _Rows, accepted: int, stopped: bool,
             signals: _SignalFlag) -> RunResult:
   """The end of the loop: the last checkpoint, then the summary of a finished run."""
   step, total = int(parallel.first(state.step)), spec.optim.iterations
@@ -502,6 +401,6 @@ def write_summary(save_path: str) -> dict:
   for line in analysis.summary_lines(summary):
     logging.info('%s', line)
   summary = analysis.strict_json(summary)
-  writers.write_atomically(os.path.join(save_path, 'summary.json'), lambda tmp: _write_text(
-      tmp, json.dumps(summary, indent=2, allow_nan=False) + '\n'))
+  writers.write_text_atomically(os.path.join(save_path, 'summary.json'),
+                                json.dumps(summary, indent=2, allow_nan=False) + '\n')
   return summary

@@ -12,6 +12,8 @@ from typing import Any, Self
 
 from absl import logging
 
+# The statistics file of each mode of a run: one row per iteration.
+STATS_FILES = {'training': 'train_stats.csv', 'evaluation': 'eval_stats.csv'}
 TRAIN_COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'move_width',
                  'learning_rate', 'rejected', 'wall_time')
 
@@ -32,6 +34,14 @@ def write_atomically(path: str, write: Callable[[str], None]) -> None:
     if isinstance(e, OSError) and e.filename is None:
       e.filename = tmp  # a write through a file object does not name its file
     raise
+
+
+def write_text_atomically(path: str, text: str) -> None:
+  """`text` into `path` through write_atomically."""
+  def write(tmp: str) -> None:
+    with open(tmp, 'w') as f:
+      f.write(text)
+  write_atomically(path, write)
 
 
 def attempt(write: Callable[..., None], *args: Any) -> OSError | None:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from vmc import systems
-from vmc.config import NetworkSpec
+from vmc.spec import NetworkSpec
 from vmc.networks import ferminet, ferminet_laplacian, orbitals, psiformer
 from vmc.types import Array, LaplacianFn, Params, PRNGKey
 
@@ -108,6 +108,15 @@ def make_network(system: systems.System, net: NetworkSpec) -> Network:
   return Network(init=init, apply=apply, orbitals=orbitals_fn, laplacian=laplacian,
                  sampling_logabs=lambda params, x: sampling_apply(params, x)[1],
                  sampling_apply=sampling_apply, apply_at=apply_at)
+
+
+def widest_layer(net: NetworkSpec) -> int:
+  """Features per electron of the network's widest layer: the size that its memory in the
+  local energy scales with (vmc.hamiltonian.bytes_per_walker)."""
+  if net.network_type == 'psiformer':
+    p = net.psiformer
+    return max(p.num_heads * p.heads_dim, *p.mlp_hidden_dims)
+  return max(one for one, _ in net.ferminet.hidden_dims)
 
 
 def count_parameters(params: Params) -> int:

@@ -7,14 +7,13 @@ import jax.numpy as jnp
 import optax
 
 from vmc import parallel
-from vmc.config import Spec
 from vmc.optimizers import schedule
+from vmc.spec import AdamSpec, LearningRateSpec
 from vmc.types import Array, Objective, Optimizer, OptState, Params, PRNGKey, UpdateStats
 
 
-def make(spec: Spec, objective: Objective) -> Optimizer:
-  a = spec.optim.adam
-  lr = schedule.learning_rate(spec.optim.lr)
+def make(a: AdamSpec, lr_spec: LearningRateSpec, objective: Objective) -> Optimizer:
+  lr = schedule.learning_rate(lr_spec)
   tx = optax.adam(learning_rate=lr, b1=a.b1, b2=a.b2, eps=a.eps)
 
   def init(params: Params, key: PRNGKey, x: Array) -> OptState:

@@ -33,7 +33,7 @@ import kfac_jax
 from jax.scipy.linalg import solve_triangular
 
 from vmc import parallel
-from vmc.config import Spec
+from vmc.spec import KfacSpec, LearningRateSpec
 from vmc.optimizers import schedule
 from vmc.types import Array, Objective, Optimizer, OptState, Params, PRNGKey, UpdateStats
 
@@ -99,8 +99,7 @@ class CholeskyRepeatedDense(_CholeskyCache, kfac_jax.RepeatedDenseKroneckerFacto
   """Dense layers applied at every electron (or pair): FermiNet's streams and orbitals."""
 
 
-def make(spec: Spec, objective: Objective) -> Optimizer:
-  k = spec.optim.kfac
+def make(k: KfacSpec, lr: LearningRateSpec, objective: Objective) -> Optimizer:
   loss = objective.make_loss(_register_output)
   optimizer = kfac_jax.Optimizer(
       value_and_grad_func=jax.value_and_grad(loss, has_aux=True),
@@ -108,7 +107,7 @@ def make(spec: Spec, objective: Objective) -> Optimizer:
       norm_constraint=k.norm_constraint,
       value_func_has_aux=True,
       value_func_has_rng=True,
-      learning_rate_schedule=schedule.learning_rate(spec.optim.lr),  # type: ignore[arg-type]
+      learning_rate_schedule=schedule.learning_rate(lr),  # type: ignore[arg-type]
       momentum_schedule=lambda t: jnp.asarray(k.momentum),
       damping_schedule=lambda t: jnp.asarray(k.damping),
       min_damping=k.min_damping,

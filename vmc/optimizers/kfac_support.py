@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from vmc.errors import ConfigError
+from vmc.errors import ConfigError, one_line
 
 DEVELOPMENT_COMMIT = 'babd85368ca209861ac947c829c0cf57592f7d22'  # 2026-08-19, tested
 INSTALL_DEVELOPMENT = ("pip install 'kfac-jax @ git+https://github.com/google-deepmind/"
@@ -42,11 +42,11 @@ def problem() -> str | None:
   try:
     from kfac_jax._src import tag_graph_matcher  # noqa: PLC0415
   except ImportError as e:
-    return f'kfac-jax cannot be imported ({_one_line(e)})'
+    return f'kfac-jax cannot be imported ({one_line(e, 200)})'
   except AttributeError as e:  # a name that this JAX no longer has
-    return f'kfac-jax fails at import on this JAX ({_one_line(e)})'
+    return f'kfac-jax fails at import on this JAX ({one_line(e, 200)})'
   except Exception as e:  # noqa: BLE001  (any failure of a library's import: the same answer)
-    return f'kfac-jax fails at import on this JAX ({type(e).__name__}: {_one_line(e)})'
+    return f'kfac-jax fails at import on this JAX ({type(e).__name__}: {one_line(e, 200)})'
   try:
     eqn = jax.make_jaxpr(lambda x, y: x + y)(1.0, 1.0).eqns[0]
     traced = jax.make_jaxpr(lambda x, y: tag_graph_matcher.eval_jaxpr_eqn(eqn, [x, y]))(
@@ -54,7 +54,7 @@ def problem() -> str | None:
     works = ([e.primitive.name for e in traced.eqns] == ['add'] and
              list(traced.eqns[0].invars) == list(traced.jaxpr.invars))
   except Exception as e:  # noqa: BLE001  (whatever breaks, KFAC cannot run here)
-    return f'its graph evaluator fails on this JAX ({_one_line(e)})'
+    return f'its graph evaluator fails on this JAX ({one_line(e, 200)})'
   return None if works else 'its graph evaluator does not reproduce x + y on this JAX'
 
 
@@ -75,6 +75,3 @@ def check() -> None:
       f'that vmc is tested with: {INSTALL_DEVELOPMENT}, or use Python 3.11 with '
       'constraints.txt (jax 0.9.1); README, "Installation"')
 
-
-def _one_line(e: Exception) -> str:
-  return ' '.join(str(e).split())[:200] or type(e).__name__

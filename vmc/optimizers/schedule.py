@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from vmc.config import LearningRateSpec
+from vmc.spec import LearningRateSpec
 from vmc.types import Array
 
 

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from vmc import loss, parallel
-from vmc.config import MinsrSpec, Spec, SpringSpec
+from vmc.spec import LearningRateSpec, MinsrSpec, SpringSpec
 from vmc.optimizers import schedule
 from vmc.types import (Array, LogAbsFn, Objective, Optimizer, OptState, Params, PRNGKey,
                        UpdateStats)
@@ -110,12 +110,12 @@ def kernel_step(o_local: Array, e_local: Array, damping: float, prev: Array | No
   return phi if prev is None else phi + prev
 
 
-def make(spec: Spec, objective: Objective) -> Optimizer:
-  """MinSR or SPRING, by spec.optim.optimizer."""
-  spring = spec.optim.optimizer == 'spring'
-  s: MinsrSpec | SpringSpec = spec.optim.spring if spring else spec.optim.minsr
-  mu = spec.optim.spring.mu if spring else 0.0
-  lr = schedule.learning_rate(spec.optim.lr)
+def make(s: MinsrSpec | SpringSpec, lr_spec: LearningRateSpec,
+         objective: Objective) -> Optimizer:
+  """SPRING for the optim.spring section, MinSR for optim.minsr."""
+  spring = isinstance(s, SpringSpec)
+  mu = s.mu if isinstance(s, SpringSpec) else 0.0
+  lr = schedule.learning_rate(lr_spec)
 
   def init(params: Params, key: PRNGKey, x: Array) -> OptState:
     del key, x
