@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import forces, parallel, statistics, systems, writers
+from vmc import forces, loop, parallel, statistics, systems, writers
 from vmc.spec import ObservablesSpec
 from vmc.types import Array, Params
 
@@ -133,6 +133,19 @@ def row_values(values: dict) -> dict[str, float]:
   if 's2' in values:
     row['s2'] = float(values['s2'])
   return row
+
+
+class Measure(loop.Hook):
+  """After each iteration: the observables of its walkers, into the row (CSV columns) and
+  the array store (observables.h5)."""
+
+  def __init__(self, obs: Observables, store: ArrayStore) -> None:
+    self.obs, self.store = obs, store
+
+  def after(self, t: int, state: Any, row: dict) -> None:
+    values = parallel.first(self.obs.evaluate(state.params, state.mcmc.x))
+    row.update(row_values(values))
+    self.store.append(t, values)
 
 
 class ArrayStore:

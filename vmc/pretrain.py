@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vmc import mcmc, parallel, systems, writers
+from vmc import loop, mcmc, parallel, systems, writers
 from vmc.config import Spec
 from vmc.errors import ConfigError, RunAborted
 from vmc.networks import Network
@@ -251,38 +251,43 @@ def make_pretrain_step(network: Network, hf: HartreeFock, spec: Spec) -> tuple[C
   return parallel.pmap(step, donate_argnums=(0, 1, 2)), parallel.pmap(tx.init)
 
 
+class _FiniteLoss(loop.Hook):
+  def after(self, t: int, state: Any, row: dict) -> None:
+    if not np.isfinite(row['loss']):
+      raise RunAborted(f'pretraining loss is {row["loss"]} at iteration {t}: lower '
+                       "pretrain.lr, or set pretrain.method='none'")
+
+
 def run(state: TrainState, network: Network, hf: HartreeFock, spec: Spec, save_path: str,
-        should_stop: Callable[[], bool]) -> TrainState | None:
+        signals: loop.Signals) -> TrainState | None:
   """Pretrains `state.params` and moves the walkers; writes pretrain_stats.csv afresh.
 
-  Returns the new state, or None when should_stop() said so after some iteration (the
+  Returns the new state, or None when a signal stopped it before its last iteration (the
   pretraining is then lost: a rerun starts it again). A non-finite loss raises RunAborted.
   """
   n = spec.pretrain.iterations
-  step, init = make_pretrain_step(network, hf, spec)
-  params, walkers, key = state.params, state.mcmc, state.key
-  opt_state = init(params)
+  pretrain_step, init = make_pretrain_step(network, hf, spec)
   path = os.path.join(save_path, 'pretrain_stats.csv')
   parallel.on_main(lambda: writers.truncate_csv(path, 0))  # an earlier attempt's rows
-  progress = writers.Progress(n, spec.log.print_every_seconds, label='pretrain')
   t_start = time.time()
+
+  def step(carry: tuple, t: int) -> tuple[tuple, dict]:
+    params, opt_state, walkers, key = carry
+    key, sub = _split(key)
+    params, opt_state, walkers, loss, pmove, used = pretrain_step(params, opt_state, walkers,
+                                                                  sub)
+    loss, pmove, used = (float(v) for v in parallel.first((loss, pmove, used)))
+    return (params, opt_state, walkers, key), dict(
+        step=t, loss=loss, pmove=pmove, move_width=used, wall_time=time.time() - t_start)
+
   with writers.CsvWriter(path, PRETRAIN_COLUMNS, enabled=parallel.is_main()) as out:
-    for t in range(n):
-      key, sub = _split(key)
-      params, opt_state, walkers, loss, pmove, used = step(params, opt_state, walkers, sub)
-      loss, pmove, used = (float(v) for v in parallel.first((loss, pmove, used)))
-      failed = writers.attempt(out.write, dict(step=t, loss=loss, pmove=pmove,
-                                               move_width=used,
-                                               wall_time=time.time() - t_start))
-      if parallel.any_process([failed is not None])[0]:  # every process stops together
-        raise failed or OSError(None, 'process 0 could not write', path)
-      progress.update(t, f'loss={loss:.3e}  pmove={pmove:.2f}  width={used:.3f}')
-      if not np.isfinite(loss):
-        raise RunAborted(f'pretraining loss is {loss} at iteration {t}: lower pretrain.lr, '
-                         "or set pretrain.method='none'")
-      if t < n - 1 and should_stop():
-        return None
-  return state._replace(params=params, mcmc=walkers, key=key)
+    hooks = [loop.StatsFile(out, path),
+             loop.Progress(n, spec.log.print_every_seconds, label='pretrain', text=lambda r: (
+                 f'loss={r["loss"]:.3e}  pmove={r["pmove"]:.2f}  width={r["move_width"]:.3f}')),
+             _FiniteLoss()]
+    carry = (state.params, init(state.params), state.mcmc, state.key)
+    (params, _, walkers, key), _, stopped = loop.iterate(step, carry, 0, n, hooks, signals)
+  return None if stopped else state._replace(params=params, mcmc=walkers, key=key)
 
 
 _split = parallel.pmap(lambda k: tuple(jax.random.split(k)))

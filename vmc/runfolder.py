@@ -26,6 +26,7 @@ from typing import Self
 
 from absl import logging
 
+from vmc import checkpoint
 from vmc.errors import ConfigError
 
 LOCK_NAME = '.vmc.lock'
@@ -117,6 +118,17 @@ def _lock(path: str) -> int:
     os.close(fd)
   raise ConfigError(f'log.save_path={path}: its lock file keeps changing; is another run '
                     'starting there? Give another log.save_path')
+
+
+def write_failure(error: OSError, save_path: str) -> str:
+  """The line for a file operation that failed during a run: what, and what is safe."""
+  what = f'{error.strerror or error} ({error.filename})' if error.filename else str(error)
+  found = checkpoint.list_checkpoints(save_path) if os.path.isdir(save_path) else []
+  safe = (f'the newest checkpoint, {found[-1][1]} (step {found[-1][0]}), is whole and the '
+          'statistics before it are kept; free space (or fix the folder) and run the same '
+          'command again to continue from it' if found else
+          'no checkpoint was written yet: the next run starts this one again')
+  return f'a file operation in {save_path} failed: {what}; {safe}'
 
 
 def remove_temporary_files(path: str) -> list[str]:

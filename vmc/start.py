@@ -10,6 +10,7 @@ own iterations. vmc.checkpoint only reads, writes and fits checkpoint files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -197,3 +198,60 @@ def _system_change(header: dict[str, Any],
   shift = float(np.max(np.abs(theirs.positions - system.positions)))
   return (f'{label} at another geometry (nuclei moved by up to {shift:.4g} bohr)' if (
       shift > 1e-6) else None), theirs
+
+
+def open_stats(spec: Spec, save_path: str, step: int, start: Start,
+               obs: observables.Observables | None
+               ) -> tuple[observables.ArrayStore, writers.TrainingRows]:
+  """The statistics so far, cut back to the checkpoint's step (later rows would be
+  written again); a summary.json of an earlier end is removed if the run goes on."""
+  stats_path = os.path.join(save_path, writers.STATS_FILES[spec.mode])
+  store = observables.ArrayStore(os.path.join(save_path, 'observables.h5'),
+                                 obs.arrays if obs else (), obs.attrs if obs else {},
+                                 step, enabled=parallel.is_main())
+
+  def cut() -> dict[str, list[float]]:
+    if step < spec.optim.iterations:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(save_path, 'summary.json'))
+    return writers.truncate_csv(stats_path, step)
+  previous = parallel.on_main(cut)
+  _warn_if_stats_lost(spec, previous, step, start)
+  return store, writers.TrainingRows(spec.log.stats_ewm_alpha, previous)
+
+
+def _warn_if_stats_lost(spec: Spec, previous: dict[str, list[float]], step: int,
+                        start: Start) -> None:
+  """A resumed run whose statistics file lacks the rows before its checkpoint says so
+  (a run started from log.restore_path has no rows before its first step)."""
+  steps = previous.get('step', [])
+  last = int(steps[-1]) if len(steps) else None
+  if not start.resumed or step == 0 or (last is None and spec.log.restore_path):
+    return
+  if last != step - 1:
+    logging.warning('%s holds %s, but the checkpoint is at step %d: the statistics of the '
+                    'steps between are lost (the file was deleted or cut); new rows '
+                    'continue at step %d', writers.STATS_FILES[spec.mode],
+                    f'steps up to {last}' if last is not None else 'no rows', step, step)
+
+
+def blame(spec: Spec, accepted: int, start: Start, save_path: str) -> str:
+  """For a run stopped by non-finite steps: the phase at fault, its fix, and the newest
+  checkpoint (the loop writes checkpoints only after accepted steps)."""
+  found = parallel.on_main(lambda: checkpoint.list_checkpoints(save_path))
+  where = (f'the newest checkpoint is {found[-1][1]} (step {found[-1][0]})' if found else
+           'no checkpoint was written')
+  if accepted:
+    fix = 'lower optim.lr.rate' + (' or raise optim.kfac.damping'
+                                   if spec.optim.optimizer == 'kfac' else '')
+    return (f'The optimization diverged: {fix}; {where}, and the same command with the '
+            'changed setting continues from it')
+  if start.hf is not None:
+    origin = ('the pretrained wavefunction (more pretrain.iterations, another debug.seed '
+              "or pretrain.method='none' may help)")
+  elif start.restored is not None:
+    origin = f'the state restored from {start.restored.path} (restore another checkpoint)'
+  else:
+    origin = 'the fresh initialization (another debug.seed or a smaller network may help)'
+  return (f'the fault is in {origin}; {where} and holds that state: start again with a new '
+          'log.save_path')

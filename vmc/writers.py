@@ -153,6 +153,35 @@ def _format(value: object) -> str:
   return str(value)
 
 
+class TrainingRows:
+  """Rows of train_stats.csv/eval_stats.csv from each iteration's statistics (host
+  floats), with FermiNet's ewmean/ewvar and a wall time that continues a resumed run's."""
+
+  def __init__(self, alpha: float, previous: dict[str, list[float]]) -> None:
+    self.moments = ExponentialMoments(alpha)
+    self.energies = list(previous.get('energy', []))
+    for e in self.energies:
+      self.moments.update(e)
+    walls = previous.get('wall_time', [])
+    self.time_offset = float(walls[-1]) if len(walls) else 0.0
+    self.t_start = time.time()
+
+  def row(self, t: int, s: dict[str, float]) -> dict:
+    """s: the iteration's energy, variance, pmove, width, learning_rate, rejected."""
+    self.energies.append(s['energy'])
+    ewmean, ewvar = self.moments.update(s['energy'])
+    return dict(step=t, energy=s['energy'], ewmean=ewmean, ewvar=ewvar, pmove=s['pmove'],
+                variance=s['variance'], move_width=s['width'],
+                learning_rate=s['learning_rate'], rejected=int(s['rejected']),
+                wall_time=self.time_offset + time.time() - self.t_start)
+
+
+def progress_text(row: dict) -> str:
+  """The progress line of a training or evaluation row."""
+  return (f'E={row["energy"]:.6f} Ha  ewmean={row["ewmean"]:.6f}  var={row["variance"]:.4f}'
+          f'  pmove={row["pmove"]:.2f}  width={row["move_width"]:.3f}')
+
+
 class ExponentialMoments:
   """Exponentially weighted mean and variance of a series (FermiNet's ewmean/ewvar)."""
 
