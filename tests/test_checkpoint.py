@@ -1,5 +1,6 @@
 """Runs that never lose work: exact resume, preemption, corrupt checkpoints, NaN steps."""
 
+import json
 import os
 import signal
 import subprocess
@@ -161,3 +162,37 @@ def test_batch_not_divisible_by_devices_is_an_error(tmp_path):
   assert proc.returncode == 2
   assert 'batch_size=33 does not divide over 2 devices' in proc.stderr
   assert not out.exists()
+
+
+def _rewrite(path, header_update, extra):
+  """The checkpoint at `path` with its header changed and arrays added."""
+  with np.load(path) as data:
+    arrays = {k: data[k] for k in data.files}
+  header = json.loads(str(arrays['header']))
+  header.update(header_update)
+  arrays.update(extra, header=np.array(json.dumps(header)))
+  with open(path, 'wb') as f:
+    np.savez(f, **arrays)
+
+
+def test_checkpoints_of_the_previous_format_are_still_read(tmp_path):
+  """Format vmc-checkpoint-2 stored log|psi| of the walkers as a second walkers leaf; it is
+  read, that leaf dropped. A format this vmc does not know is refused, naming both."""
+  fields = {'params': {'w': np.arange(6.0).reshape(2, 3)},
+            'walkers': np.arange(24.0).reshape(4, 6)}
+  templates = {name: np.zeros_like(v) if name == 'walkers' else
+               {'w': np.zeros((2, 3))} for name, v in fields.items()}
+  path = checkpoint.save(str(tmp_path), 5, fields, '{}')
+  _rewrite(path, {'format': 'vmc-checkpoint-2'}, {'walkers/00001': np.ones(4)})
+  header, restored = checkpoint.load(path, templates)
+  assert header['step'] == 5
+  np.testing.assert_array_equal(restored['walkers'], fields['walkers'])
+  np.testing.assert_array_equal(restored['params']['w'], fields['params']['w'])
+  # The extra leaf would not be accepted in the current format.
+  _rewrite(path, {'format': checkpoint.FORMAT}, {})
+  with pytest.raises(checkpoint.CheckpointError, match='2 arrays of walkers'):
+    checkpoint.load(path, templates)
+  _rewrite(path, {'format': 'vmc-checkpoint-9'}, {})
+  with pytest.raises(checkpoint.CheckpointError) as error:
+    checkpoint.load(path, templates)
+  assert "vmc-checkpoint-9" in str(error.value) and checkpoint.FORMAT in str(error.value)

@@ -50,7 +50,7 @@ def _unknown_key_message(args: list[str]) -> str | None:
         close = difflib.get_close_matches(part, siblings, n=1)
         hint = f" (did you mean {'.'.join(path[:depth] + close[:1])}?)" if close else ''
         return (f'--config.{".".join(path)}: no such config key{hint}; the keys and their '
-                'defaults are in vmc/config.py')
+                'defaults are in docs/config.md')
       node = node[part]
   return None
 
@@ -112,7 +112,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
   except flags.Error as e:
     print(f'vmc: error: {one_line(e)} (vmc --helpfull lists the flags; config keys are '
-          'in vmc/config.py)', file=sys.stderr)
+          'in docs/config.md)', file=sys.stderr)
     sys.exit(2)
   except Exception as e:  # noqa: BLE001  (a config file is user code: any error is possible)
     unknown = _unknown_key_message(argv[1:])  # an override of a key the file lacks

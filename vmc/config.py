@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   """The default job of `vmc` with no flags: helium, small network, a few minutes.
 
   SPRING rather than default()'s KFAC: for this job it ends nearer the exact energy with a
-  ten times smaller error bar in the same time (README, docs/optimizers.md), and it runs
+  ten times smaller error bar in the same time (docs/optimizers.md), and it runs
   on every supported JAX (kfac-jax 0.0.8 only on jax <= 0.9.1).
   """
   cfg = default()

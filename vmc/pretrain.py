@@ -25,6 +25,7 @@ from absl import logging
 
 from vmc import loop, mcmc, parallel, systems, writers
 from vmc.config import Spec
+from vmc.spec import PretrainSpec, SamplerSpec
 from vmc.errors import ConfigError, RunAborted
 from vmc.networks import Network
 from vmc.types import Array, MCMCState, Params, PRNGKey, TrainState
@@ -206,14 +207,16 @@ def target_orbitals(hf_blocks: list[Array], full_det: bool,
   return [jnp.concatenate([top, bottom], axis=1)]
 
 
-def make_pretrain_step(network: Network, hf: HartreeFock, spec: Spec) -> tuple[Callable, Callable]:
+def make_pretrain_step(network: Network, hf: HartreeFock, opts: PretrainSpec,
+                       sampling: SamplerSpec, system: systems.System,
+                       full_det: bool) -> tuple[Callable, Callable]:
   """Returns (step, init): pmapped step(params, opt_state, walkers, key) -> (params,
-  opt_state, walkers, loss, pmove, move width used) and init(params) -> opt_state."""
-  full_det = spec.network.full_det
+  opt_state, walkers, loss, pmove, move width used) and init(params) -> opt_state.
+  full_det: network.full_det (the shape of the orbital targets)."""
   nspins = hf.nspins
-  w = spec.pretrain.hf_sample_weight
+  w = opts.hf_sample_weight
   hf_fn = make_hf_callback(hf)
-  tx = optax.adam(spec.pretrain.lr)
+  tx = optax.adam(opts.lr)
   batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
 
   def batch_net_orbitals(params: Params, x: Array) -> list[Array]:
@@ -232,7 +235,7 @@ def make_pretrain_step(network: Network, hf: HartreeFock, spec: Spec) -> tuple[C
       return log_net
     return jnp.logaddexp(jnp.log(w) + log_hf, jnp.log1p(-w) + log_net)
 
-  sampler = mcmc.make_sampler(sample_logabs, spec.system, spec.mcmc)
+  sampler = mcmc.make_sampler(sample_logabs, system, sampling)
 
   def loss_fn(params: Params, x: Array, targets: list[Array]) -> Array:
     blocks = batch_net_orbitals(params, x)
@@ -266,7 +269,8 @@ def run(state: TrainState, network: Network, hf: HartreeFock, spec: Spec, save_p
   pretraining is then lost: a rerun starts it again). A non-finite loss raises RunAborted.
   """
   n = spec.pretrain.iterations
-  pretrain_step, init = make_pretrain_step(network, hf, spec)
+  pretrain_step, init = make_pretrain_step(network, hf, spec.pretrain, spec.mcmc,
+                                           spec.system, spec.network.full_det)
   path = os.path.join(save_path, 'pretrain_stats.csv')
   parallel.on_main(lambda: writers.truncate_csv(path, 0))  # an earlier attempt's rows
   t_start = time.time()

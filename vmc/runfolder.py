@@ -22,11 +22,12 @@ import fcntl
 import glob
 import os
 import socket
+from collections.abc import Iterator
 from typing import Self
 
 from absl import logging
 
-from vmc import checkpoint
+from vmc import checkpoint, parallel
 from vmc.errors import ConfigError
 
 LOCK_NAME = '.vmc.lock'
@@ -118,6 +119,17 @@ def _lock(path: str) -> int:
     os.close(fd)
   raise ConfigError(f'log.save_path={path}: its lock file keeps changing; is another run '
                     'starting there? Give another log.save_path')
+
+
+@contextlib.contextmanager
+def locked(save_path: str) -> Iterator[None]:
+  """The run folder's lock (RunFolderLock) on process 0, for every process."""
+  lock = RunFolderLock(save_path, enabled=parallel.is_main())
+  parallel.on_main(lambda: lock.__enter__() and None)
+  try:
+    yield
+  finally:
+    lock.__exit__()
 
 
 def write_failure(error: OSError, save_path: str) -> str:

@@ -255,3 +255,15 @@ def blame(spec: Spec, accepted: int, start: Start, save_path: str) -> str:
     origin = 'the fresh initialization (another debug.seed or a smaller network may help)'
   return (f'the fault is in {origin}; {where} and holds that state: start again with a new '
           'log.save_path')
+
+
+def write_run_folder(spec: Spec, save_path: str, start: Start, seed: int) -> None:
+  """config.json, with the seed used (and the SCF cache): the first files a run writes."""
+  if not parallel.is_main():
+    return
+  config = json.loads(spec.config_json)
+  config['debug']['seed'] = seed
+  writers.write_text_atomically(os.path.join(save_path, 'config.json'),
+                                json.dumps(config, indent=2) + '\n')
+  if start.hf is not None:
+    pretrain.write_cache_file(start.hf, save_path)

@@ -20,12 +20,10 @@ saying what is safe on disk. Process 0 alone reads and writes files.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -69,22 +67,11 @@ def run(spec: Spec) -> RunResult:
   obs = (observables.make(model.network, model.objective.local_energy, system,
                           spec.observables)
          if spec.observables.enabled else None)
-  with loop.Signals() as signals, _locked(save_path):
+  with loop.Signals() as signals, runfolder.locked(save_path):
     try:
       return _run_in_folder(spec, model, obs, save_path, signals)
     except OSError as e:
       raise RunAborted(runfolder.write_failure(e, save_path)) from None
-
-
-@contextlib.contextmanager
-def _locked(save_path: str) -> Iterator[None]:
-  """The run folder's lock (runfolder.RunFolderLock) on process 0, for every process."""
-  lock = runfolder.RunFolderLock(save_path, enabled=parallel.is_main())
-  parallel.on_main(lambda: lock.__enter__() and None)
-  try:
-    yield
-  finally:
-    lock.__exit__()
 
 
 def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observables | None,
@@ -99,7 +86,7 @@ def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observab
     logging.warning('stopped by %s before the run started; nothing written%s',
                     signals.cause(), kept)
     return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
-  _write_run_folder(spec, save_path, start, seed)
+  start_lib.write_run_folder(spec, save_path, start, seed)
   logging.info('seed %d (rerun with --config.debug.seed=%d); output in %s', seed, seed,
                save_path)
   n_params = networks.count_parameters(parallel.first(start.state.params))
@@ -112,18 +99,6 @@ def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observab
   if state is None:
     return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
   return _train(spec, model, state, save_path, start, obs, signals)
-
-
-def _write_run_folder(spec: Spec, save_path: str, start: start_lib.Start, seed: int) -> None:
-  """config.json, with the seed used (and the SCF cache): the first files a run writes."""
-  if not parallel.is_main():
-    return
-  config = json.loads(spec.config_json)
-  config['debug']['seed'] = seed
-  writers.write_text_atomically(os.path.join(save_path, 'config.json'),
-                                json.dumps(config, indent=2) + '\n')
-  if start.hf is not None:
-    pretrain.write_cache_file(start.hf, save_path)
 
 
 def _prepare(spec: Spec, model: iteration.Model, start: start_lib.Start, save_path: str,

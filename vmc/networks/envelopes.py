@@ -18,8 +18,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-TYPES = ('isotropic', 'diagonal')
-
 
 def _scaled_distance(ae: jnp.ndarray, r_ae: jnp.ndarray, sigma: jnp.ndarray,
                      kind: str) -> jnp.ndarray:

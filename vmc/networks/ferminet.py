@@ -22,6 +22,11 @@ import jax.numpy as jnp
 
 from vmc.networks import orbitals as orbitals_lib
 
+# Names of the stream layers' parameters, which the forward Laplacian reads back
+# (ferminet_laplacian.py); the head's are in orbitals.py.
+ONE_ELECTRON = 'one_electron_{}'
+TWO_ELECTRON = 'two_electron_{}'
+
 
 def features(x: jnp.ndarray, atoms: jnp.ndarray, soft: tuple[float, ...] = ()
              ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
@@ -80,10 +85,10 @@ class FermiNet(orbitals_lib.Ansatz):
     n_layers = len(self.hidden_dims)
     for layer, (width1, width2) in enumerate(self.hidden_dims):
       f = self._mean_field(h1, h2)
-      new_h1 = jnp.tanh(nn.Dense(width1, name=f'one_electron_{layer}')(f))
+      new_h1 = jnp.tanh(nn.Dense(width1, name=ONE_ELECTRON.format(layer))(f))
       h1 = new_h1 + h1 if new_h1.shape == h1.shape else new_h1
       if layer < n_layers - 1:  # the last two-electron layer would feed nothing
-        new_h2 = jnp.tanh(nn.Dense(width2, name=f'two_electron_{layer}')(h2))
+        new_h2 = jnp.tanh(nn.Dense(width2, name=TWO_ELECTRON.format(layer))(h2))
         h2 = new_h2 + h2 if new_h2.shape == h2.shape else new_h2
     return orbitals_lib.wavefunction(h1, x, ae, r_ae, self.nspins, self.head,
                                      orbitals_only)

@@ -213,14 +213,14 @@ def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarr
   local = True
   n_layers = len(module.hidden_dims)
   for layer in range(n_layers):
-    dense = p[f'one_electron_{layer}']
+    dense = p[ferminet.ONE_ELECTRON.format(layer)]
     new = _one_electron_layer(h1, local, h2, dense['kernel'], dense['bias'], spins)
     if new.v.shape == h1[0].shape:
       old_j = _embed_local(h1[1]) if local else h1[1]
       new = Dense(new.v + h1[0], new.j + old_j, new.l + h1[2])
     h1, local = tuple(new), False
     if layer < n_layers - 1:
-      two = p[f'two_electron_{layer}']
+      two = p[ferminet.TWO_ELECTRON.format(layer)]
       new2 = _two_electron_layer(h2, two['kernel'], two['bias'])
       h2 = (Pair(*(a + b for a, b in zip(new2, h2, strict=True)))
             if new2.v.shape == h2.v.shape else new2)
@@ -233,14 +233,14 @@ def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarr
     if n_s == 0:
       continue
     n_orb = n if opts.full_det else n_s
-    orb_p = p[f'orbitals_{spin}']
+    orb_p = p[orbitals.ORBITALS.format(spin)]
     w = orb_p['kernel']
     o_v = h1_v[lo:lo + n_s] @ w
     if opts.bias_orbitals:
       o_v = o_v + orb_p['bias']
     o_j = h1_j[:, :, lo:lo + n_s] @ w
     o_l = h1_l[lo:lo + n_s] @ w
-    env_p = p[f'envelope_{spin}']
+    env_p = p[orbitals.ENVELOPE.format(spin)]
     e_v, e_j, e_l = envelopes.derivatives(ae[lo:lo + n_s], r_ae[lo:lo + n_s], env_p,
                                           opts.envelope_type, opts.envelope_shared, k_det,
                                           lap_r[lo:lo + n_s] if module.soft else None)
@@ -276,8 +276,8 @@ def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarr
   lap_psi = jnp.sum(weights * (lap + jnp.sum(grad * grad, axis=-1)))
   lap_log = lap_psi - jnp.sum(grad_psi * grad_psi)
   if opts.jastrow == 'simple_ee':  # log|psi| = J + log|sum_d det_d|: derivatives add up
-    jp = p['jastrow']
-    j_v, j_grad, j_lap = jastrows.simple_ee_derivatives(x, module.nspins, jp['ee_par'][0],
-                                                        jp['ee_anti'][0])
+    jp = p[orbitals.JASTROW]
+    j_v, j_grad, j_lap = jastrows.simple_ee_derivatives(x, module.nspins, jp[jastrows.PARALLEL][0],
+                                                        jp[jastrows.ANTIPARALLEL][0])
     logabs, grad_psi, lap_log = logabs + j_v, grad_psi + j_grad, lap_log + j_lap
   return sign, logabs, lap_log, grad_psi

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-TYPES = ('none', 'simple_ee')
+
+# Parameter names of the simple_ee Jastrow (read back by the forward Laplacian).
+PARALLEL, ANTIPARALLEL = 'ee_par', 'ee_anti'
 
 
 def _pair_coefficients(nspins: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,6 +82,6 @@ class SimpleEE(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    a_par = self.param('ee_par', nn.initializers.ones, (1,))
-    a_anti = self.param('ee_anti', nn.initializers.ones, (1,))
+    a_par = self.param(PARALLEL, nn.initializers.ones, (1,))
+    a_anti = self.param(ANTIPARALLEL, nn.initializers.ones, (1,))
     return simple_ee(x, self.nspins, a_par[0], a_anti[0])

@@ -4,8 +4,8 @@
   psi = exp(J) sum_d det[phi^d]                      dense N x N, or up block x down block
 
 `orbital_blocks` and `jastrow` create their parameters in the calling module's scope
-(call them from inside a compact method), under names the forward Laplacian reads back:
-orbitals_<spin>, envelope_<spin>, jastrow.
+(call them from inside a compact method), under the names below (ORBITALS, ENVELOPE,
+JASTROW), which the forward Laplacian reads back.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from vmc.networks import envelopes, jastrows
+
+# Parameter names of the head, which the forward Laplacian reads back.
+ORBITALS = 'orbitals_{}'
+ENVELOPE = 'envelope_{}'
+JASTROW = 'jastrow'
 
 
 class HeadOptions(NamedTuple):
@@ -52,9 +57,9 @@ def orbital_blocks(h: jnp.ndarray, ae: jnp.ndarray, r_ae: jnp.ndarray,
     n_orb = n_electrons if opts.full_det else n_s
     own = slice(start, start + n_s)
     orb = nn.Dense(opts.determinants * n_orb, use_bias=opts.bias_orbitals,
-                   name=f'orbitals_{spin}')(h[own])
+                   name=ORBITALS.format(spin))(h[own])
     env = envelopes.Envelope(opts.envelope_type, n_orb, opts.determinants,
-                             opts.envelope_shared, name=f'envelope_{spin}')(ae[own], r_ae[own])
+                             opts.envelope_shared, name=ENVELOPE.format(spin))(ae[own], r_ae[own])
     orb = (orb * env).reshape(n_s, opts.determinants, n_orb)
     blocks.append(jnp.transpose(orb, (1, 0, 2)))
     start += n_s
@@ -80,7 +85,7 @@ def jastrow(x: jnp.ndarray, nspins: tuple[int, int], kind: str) -> jnp.ndarray:
   """J(x) of one walker (0 for 'none')."""
   if kind == 'none':
     return jnp.zeros((), x.dtype)
-  return jastrows.SimpleEE(nspins, name='jastrow')(x)
+  return jastrows.SimpleEE(nspins, name=JASTROW)(x)
 
 
 def wavefunction(h: jnp.ndarray, x: jnp.ndarray, ae: jnp.ndarray, r_ae: jnp.ndarray,
