@@ -15,6 +15,7 @@ command continues an interrupted relaxation.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -42,22 +43,41 @@ _STEP_TOL = flags.DEFINE_float('step_tolerance', 0.01, '... and the next step mo
                                'further than this (bohr)')
 
 
+def options() -> geometry.RelaxOptions:
+  """The relaxation's flags, each checked (one line naming the flag)."""
+  positive = {'trust_radius': _TRUST.value, 'hessian_guess': _HESSIAN.value,
+              'sigmas': _SIGMAS.value}
+  for name, value in positive.items():
+    if not (math.isfinite(value) and value > 0):
+      raise ConfigError(f'--{name}={value}: must be a finite number larger than 0')
+  if not (math.isfinite(_STEP_TOL.value) and _STEP_TOL.value >= 0):
+    raise ConfigError(f'--step_tolerance={_STEP_TOL.value}: must be a finite number, 0 or '
+                      'more (bohr)')
+  if _STEPS.value < 1:
+    raise ConfigError(f'--max_steps={_STEPS.value}: must be 1 or more')
+  return geometry.RelaxOptions(hessian_guess=_HESSIAN.value, trust_radius=_TRUST.value,
+                               sigmas=_SIGMAS.value, step_tolerance=_STEP_TOL.value)
+
+
 def job(cfg) -> None:
-  if not _OUT.value:
-    raise ConfigError('give --out FOLDER (the same folder continues an interrupted run)')
+  scans.check_out(_OUT.value)
+  plan = scans.PointPlan(warm_iterations=_WARM.value, eval_iterations=_EVAL.value)
+  scans.check_plan(plan, relaxation=True)
+  opts = options()
+  if _FROM.value:
+    scans.check_warm_from(_FROM.value)
   system = config_lib.resolve_system(cfg)
   start = [(a.symbol, a.coords) for a in system.atoms]
   if _BOND.value is not None:
     if len(start) != 2:
       raise ConfigError('--bond_length needs a diatomic molecule in the config')
+    if not (math.isfinite(_BOND.value) and _BOND.value > 0.1):
+      raise ConfigError(f'--bond_length={_BOND.value}: must be a finite number of bohr '
+                        'larger than 0.1')
     start = geometry.diatomic((start[0][0], start[1][0]), _BOND.value)
-  record = scans.relax(cfg, start, _OUT.value,
-                       scans.PointPlan(warm_iterations=_WARM.value,
-                                       eval_iterations=_EVAL.value),
-                       geometry.RelaxOptions(hessian_guess=_HESSIAN.value,
-                                             trust_radius=_TRUST.value, sigmas=_SIGMAS.value,
-                                             step_tolerance=_STEP_TOL.value),
-                       max_steps=_STEPS.value, warm_from=_FROM.value or None)
+  scans.check_geometries(cfg, [start], plan)
+  record = scans.relax(cfg, start, _OUT.value, plan, opts, max_steps=_STEPS.value,
+                       warm_from=_FROM.value or None)
   if record is not None:
     last = record['points'][-1]
     logging.info('last geometry (bohr): %s; the model\'s minimum: %s; converged: %s',

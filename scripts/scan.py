@@ -17,6 +17,7 @@ not recomputed.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -60,21 +61,22 @@ def geometries(cfg) -> list[scans.Geometry]:
     bonds = [float(v) for v in _BONDS.value.split(',')]
   except ValueError:
     raise ConfigError(f'--bond_lengths={_BONDS.value}: not comma-separated numbers') from None
-  if min(bonds) <= 0.1:
-    raise ConfigError('--bond_lengths must be bohr and larger than 0.1')
+  if not all(math.isfinite(r) and r > 0.1 for r in bonds):
+    raise ConfigError(f'--bond_lengths={_BONDS.value}: every bond length must be a finite '
+                      'number of bohr larger than 0.1')
   symbols = (system.atoms[0].symbol, system.atoms[1].symbol)
   return [geometry.diatomic(symbols, r) for r in bonds]
 
 
 def job(cfg) -> None:
-  if not _OUT.value:
-    raise ConfigError('give --out FOLDER (the same folder continues an interrupted scan)')
+  scans.check_out(_OUT.value)
+  plan = scans.PointPlan(warm_iterations=_WARM.value, eval_iterations=_EVAL.value)
+  scans.check_plan(plan)
   found = geometries(cfg)
+  scans.check_geometries(cfg, found, plan)
   logging.info('scan of %d geometries in %s (%s)', len(found), _OUT.value,
                'cold starts' if _COLD.value else 'warm starts')
-  scans.scan(cfg, found, _OUT.value,
-             scans.PointPlan(warm_iterations=_WARM.value, eval_iterations=_EVAL.value),
-             warm=not _COLD.value)
+  scans.scan(cfg, found, _OUT.value, plan, warm=not _COLD.value)
 
 
 if __name__ == '__main__':

@@ -306,6 +306,54 @@ def test_a_failed_write_in_pretraining_ends_in_one_line(tmp_path, make_tiny_conf
   cfg = _cfg(make_tiny_config, tmp_path, 3, **{'pretrain.method': 'hf',
                                                 'pretrain.iterations': 5})
   with pytest.raises(RunAborted, match='No space left on device; no checkpoint was written '
-                     'yet: the next run starts this one again'):
+                     'yet: free space, and the next run starts this one again'):
     _run(cfg)
   assert not list(tmp_path.glob('*.tmp')) and not checkpoint.list_checkpoints(str(tmp_path))
+
+
+def test_a_damaged_scf_cache_is_set_aside_and_solved_again(tmp_path):
+  from vmc import pretrain, systems
+  cache = tmp_path / 'hf_orbitals.npz'
+  cache.write_bytes(b'PK\x03\x04 cut short')
+  hf = pretrain.hartree_fock(systems.make_system(atom='He'), 'sto-3g', cache_dir=str(tmp_path))
+  assert (tmp_path / 'hf_orbitals.npz.corrupt').read_bytes() == b'PK\x03\x04 cut short'
+  assert hf.energy == pytest.approx(-2.807784, abs=1e-5)  # He RHF/STO-3G (PySCF)
+  with np.load(cache) as data:  # written again, whole
+    assert float(data['energy']) == hf.energy
+
+
+def test_a_damaged_observables_file_is_set_aside(tmp_path):
+  from vmc import observables
+  path = tmp_path / 'observables.h5'
+  path.write_bytes(b'\x89HDF\r\n\x1a\n' + bytes(64))
+  store = observables.ArrayStore(str(path), ('s2',), {}, first_step=5)
+  assert store.steps == [] and store.data == {'s2': []}
+  assert (tmp_path / 'observables.h5.corrupt').exists() and not path.exists()
+
+
+def test_only_a_full_disk_is_told_to_free_space(tmp_path):
+  import errno
+  from vmc import runfolder
+  full = runfolder.write_failure(OSError(errno.ENOSPC, 'No space left', 'f'), str(tmp_path))
+  denied = runfolder.write_failure(OSError(errno.EACCES, 'Permission denied', 'f'),
+                                   str(tmp_path))
+  other = runfolder.write_failure(OSError(errno.EIO, 'I/O error', 'f'), str(tmp_path))
+  assert 'free space' in full
+  assert 'free space' not in denied and 'make the folder writable' in denied
+  assert 'free space' not in other and 'fix or remove the file named' in other
+
+
+def test_out_of_device_memory_is_one_line_naming_the_batch(tmp_path, make_tiny_config,
+                                                          monkeypatch):
+  """XLA's RESOURCE_EXHAUSTED (here raised in place of a real allocation, which would take
+  the machine's memory) ends the run with one line: the batch, the fix, what is safe."""
+  import jax
+
+  def exhausted(*args, **kwargs):
+    raise jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes.')
+  monkeypatch.setattr(train, '_run_in_folder', exhausted)
+  cfg = _cfg(make_tiny_config, tmp_path, 3, **{'pretrain.method': 'none'})
+  with pytest.raises(RunAborted, match=r'out of memory \(RESOURCE_EXHAUSTED: Out of memory '
+                     r'allocating 9 bytes\.\) with batch_size=\d+ on 1 device\(s\); lower '
+                     'batch_size.*no checkpoint was written yet'):
+    _run(cfg)

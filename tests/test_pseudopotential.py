@@ -230,3 +230,29 @@ def test_psi_is_smooth_at_an_ecp_nucleus(make_tiny_config):
   x = jnp.array([1e-2, 1e-3, 1e-4])[:, None] * jnp.array([0.36, -0.48, 0.8])
   t = jax.jit(jax.vmap(kinetic, in_axes=(None, 0)))(params, x)
   assert abs(t[1] - t[0]) < 0.5 and abs(t[2] - t[1]) < 0.05, t
+
+
+def test_an_ecp_without_nonlocal_channels_has_no_nonlocal_term(make_tiny_config):
+  """H's ccECP is a local, softened Coulomb potential (no core, no nonlocal channels):
+  system.pp.symbols=H, which vmc's own error for use_pp without heavy atoms suggests,
+  runs (it was a traceback in the quadrature) and its local energy is T + V_ee + V_loc
+  with the ECP's local channel in place of -1/r at each nucleus."""
+  from vmc import iteration
+  cfg = make_tiny_config('He', 'adam')
+  cfg.system.atom = ''
+  cfg.system.molecule = 'H2'
+  cfg.system.use_pp = True
+  cfg.system.pp.symbols = ('H',)
+  spec = config.resolve(cfg)
+  assert pseudopotential.ecp_atoms(spec.system) == [0, 1]
+  assert pseudopotential.nonlocal_atoms(spec.system) == []
+  model = iteration.build(spec)
+  params = model.network.init(jax.random.PRNGKey(0))
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 6))
+  got = np.asarray(model.objective.local_energy(params, x, jax.random.PRNGKey(2)))
+  plain = hamiltonian.make_local_energy(
+      model.network.apply, spec.system, 'loop',
+      extra_terms=[pseudopotential.local_term(spec.system)])
+  want = np.asarray(jax.vmap(plain, in_axes=(None, 0))(params, x))
+  assert np.all(np.isfinite(got))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -2,11 +2,14 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import slow_after_first
 from vmc import geometry, scans, train
 from vmc.errors import ConfigError
 
@@ -180,3 +183,111 @@ def test_a_scan_with_other_geometries_in_the_same_folder_is_refused(h2_scan):
   moved = [geometry.diatomic(('H', 'H'), 1.35)] + geoms[1:]
   with pytest.raises(ConfigError, match='geometries differ'):
     scans.scan(cfg, moved, out, plan)
+
+
+# --- The drivers at the door: every flag checked before anything trains. ---------------
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts')
+H2 = ['--config.system.atom=', '--config.system.molecule=H2', '--config.batch_size=16',
+      '--config.optim.iterations=2', '--config.pretrain.iterations=2']
+DRIVER_CASES = [
+    ('relax.py', ['--trust_radius=-0.2'], '--trust_radius=-0.2: must be a finite number'),
+    ('relax.py', ['--hessian_guess=0'], '--hessian_guess=0.0: must be a finite number'),
+    ('relax.py', ['--sigmas=nan'], '--sigmas=nan: must be a finite number'),
+    ('relax.py', ['--step_tolerance=-1'], '--step_tolerance=-1.0: must be'),
+    ('relax.py', ['--max_steps=0'], '--max_steps=0: must be 1 or more'),
+    ('relax.py', ['--eval_iterations=2'], '--eval_iterations=2: must be at least 20'),
+    ('relax.py', ['--warm_from=/nowhere/run'], '--warm_from=/nowhere/run: no such folder'),
+    ('relax.py', ['--bond_length=inf'], '--bond_length=inf: must be a finite number'),
+    ('scan.py', ['--bond_lengths=1.4,inf'], 'every bond length must be a finite number'),
+    ('scan.py', ['--bond_lengths=1.4', '--eval_iterations=-1'],
+     '--eval_iterations=-1: must be at least 1'),
+    ('scan.py', ['--bond_lengths=1.4', '--warm_iterations=-5'],
+     '--warm_iterations=-5: must be 1 or more'),
+    ('scan.py', ['--bond_lengths=1.4', '--config.optim.iteratons=3'],
+     'did you mean optim.iterations?'),
+]
+
+
+@pytest.mark.parametrize('script, args, message', slow_after_first(DRIVER_CASES))
+def test_driver_bad_flags_are_one_line_before_anything_runs(tmp_path, script, args, message):
+  out = tmp_path / 'out'
+  proc = subprocess.run(
+      [sys.executable, os.path.join(SCRIPTS, script), f'--out={out}'] + H2 + args,
+      cwd=tmp_path, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+      text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('vmc: error:')]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr and not out.exists()
+
+
+def test_driver_checks_of_the_output_and_warm_start_folders(tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(ConfigError, match='is a file, not a folder'):
+    scans.check_out(str(tmp_path / 'a_file'))
+  with pytest.raises(ConfigError, match='give --out FOLDER'):
+    scans.check_out('')
+  scans.check_out(str(tmp_path / 'new'))  # not there yet: fine
+  (tmp_path / 'empty_run').mkdir()
+  with pytest.raises(ConfigError, match='holds no checkpoint'):
+    scans.check_warm_from(str(tmp_path / 'empty_run'))
+
+
+def test_records_of_a_short_evaluation_say_there_is_no_error_bar(tmp_path):
+  """An evaluation too short to reblock has null error bars: the JSON keeps null and the
+  extxyz says so, instead of a crash after all the work (None * float before)."""
+  ase_io = pytest.importorskip('ase.io')
+  point = {'symbols': ['H', 'H'], 'positions': [[0, 0, 0], [0, 0, 1.4]], 'energy': -1.1,
+           'energy_error': None, 'forces': [[0, 0, 0.1], [0, 0, -0.1]],
+           'forces_error': [[None] * 3] * 2}
+  scans.write_records(str(tmp_path), 'scan', [point], {'kind': 'scan'})
+  assert json.load(open(tmp_path / 'scan.json'))['points'][0]['energy_error'] is None
+  frame = ase_io.read(str(tmp_path / 'scan.extxyz'))
+  assert 'too few evaluation iterations' in frame.info['energy_error']
+  assert 'forces_error' not in frame.arrays
+  assert frame.get_potential_energy() == pytest.approx(-1.1 * 27.211386, rel=1e-6)
+
+
+def test_a_damaged_relax_record_is_set_aside_and_rebuilt(tmp_path, monkeypatch):
+  """relax.json cut short: set aside as relax.json.corrupt, the trajectory rebuilt from
+  the steps (run_point reuses finished steps; here a fake that counts its calls)."""
+  calls = []
+
+  def fake_point(base, atoms, folder, warm_from, plan):
+    calls.append(os.path.basename(folder))
+    r = atoms[1][1][2] - atoms[0][1][2]
+    return {'symbols': ['Li', 'H'], 'positions': [list(c) for _, c in atoms],
+            'energy': 0.0, 'energy_error': 1e-4,
+            'forces': _harmonic_diatomic(r).tolist(),
+            'forces_error': np.full((2, 3), 1e-3).tolist(), 'warm_start_from': warm_from}
+
+  monkeypatch.setattr(scans, 'run_point', fake_point)
+  start = geometry.diatomic(('Li', 'H'), 2.8)
+  plan, opts = scans.PointPlan(), geometry.RelaxOptions()
+  first = scans.relax(None, start, str(tmp_path), plan, opts, max_steps=2)
+  (tmp_path / 'relax.json').write_text('{"points": [')
+  again = scans.relax(None, start, str(tmp_path), plan, opts, max_steps=2)
+  assert (tmp_path / 'relax.json.corrupt').read_text() == '{"points": ['
+  assert again['points'] == first['points'] and again['next_positions'] == first['next_positions']
+
+
+@pytest.mark.slow
+def test_a_longer_evaluation_asked_of_a_finished_scan_continues_it(h2_scan):
+  """The same scan with more --eval_iterations continues each point's evaluation from its
+  checkpoint (a finished point used to be reused as it was, whatever was asked)."""
+  cfg, geoms, out, plan, _ = h2_scan
+  longer = scans.PointPlan(warm_iterations=plan.warm_iterations,
+                           eval_iterations=plan.eval_iterations + 4)
+  points = scans.scan(cfg, geoms, out, longer)
+  assert [p['eval_iterations'] for p in points] == [plan.eval_iterations + 4] * 2
+  assert [p['train_iterations'] for p in points] == [8, 4]  # training untouched
+  # A damaged summary of a finished point is set aside and written again from its
+  # statistics (a RuntimeError before: 'finished without a summary.json').
+  summary = os.path.join(out, 'point_000', 'eval', 'summary.json')
+  with open(summary, 'w') as f:
+    f.write('{"energy": ')
+  again = scans.scan(cfg, geoms, out, longer)
+  assert os.path.exists(summary + '.corrupt')
+  assert again[0]['energy'] == points[0]['energy']
+  assert again[0]['forces'] == points[0]['forces']

@@ -162,7 +162,13 @@ def test_cli_runs_and_a_rerun_of_a_finished_run_changes_nothing(tmp_path):
     (['--config.optim.lr.ratee=0.1'], 'did you mean optim.lr.rate?'),
     ([f'--config={CONFIGS}/forces.py', '--config.optim.iteratons=3'],
      'did you mean optim.iterations?'),  # a mistyped key on top of a config file
-    (['--config=nonexistent_config.py'], 'cannot load the config file'),
+    (['--config=nonexistent_config.py'], '--config nonexistent_config.py: no such file'),
+    (['--config.system.atom=H', '--config.system.charge=-3', '--config.pretrain.basis=sto-3g'],
+     "pretrain.basis='sto-3g' has 1 orbitals for H, too few for its 2 electrons"),
+    (['--config.observables.density=grid', '--config.observables.density_bins=2000'],
+     'density_bins=2000: a grid of 2000^3 cells per spin cannot be indexed'),
+    (['--config.observables.density=grid', '--config.observables.density_bins=400',
+      '--config.optim.iterations=100000'], 'density_bins=400 needs about'),
     (['--config.batch_size=many'], 'batch_size'),
     (['--config.log.restore_path=/nonexistent/run'], 'log.restore_path=/nonexistent/run'),
     (['--config.no_such_key=1'], '--config.no_such_key: no such config key'),
@@ -186,6 +192,15 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
   assert not out.exists()
 
 
+def test_a_missing_config_file_alone_is_one_line(tmp_path):
+  """With no --config.KEY after it, ml_collections loads the file only when the job asks
+  for it (a 45-line traceback before)."""
+  proc = _vmc(['--config', 'nowhere.py'], tmp_path)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'vmc: error: --config nowhere.py: no such file (configs/ has the shipped ones)')
+
+
 def test_restore_path_continues_from_checkpoint(tmp_path, make_tiny_config):
   cfg = make_tiny_config('He', 'adam')
   cfg.optim.iterations = 4
@@ -196,6 +211,14 @@ def test_restore_path_continues_from_checkpoint(tmp_path, make_tiny_config):
   second = _run(cfg, tmp_path, 'second')
   assert [int(r['step']) for r in _rows(second.save_path)] == [4, 5, 6]
   assert int(parallel.first(second.final_state.step)) == 7
+  # optim.iterations counts on from the restored step: at or below it nothing would
+  # train, which is refused before the folder is made (it exited 0 as 'complete').
+  cfg = make_tiny_config('He', 'adam')
+  cfg.optim.iterations = 4
+  cfg.log.restore_path = first.save_path
+  with pytest.raises(ConfigError, match='is at step 4, and optim.iterations=4 counts on'):
+    _run(cfg, tmp_path, 'again')
+  assert not list(tmp_path.glob('again/*.csv')) and not list(tmp_path.glob('again/ckpt_*'))
   cfg = make_tiny_config('He', 'adam', **{'network.determinants': 3})
   cfg.log.restore_path = first.save_path
   with pytest.raises(ConfigError, match='different network'):

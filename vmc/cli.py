@@ -10,6 +10,7 @@ import logging as pylogging
 import os
 import sys
 import traceback
+import typing
 from collections.abc import Callable
 
 import ml_collections
@@ -88,7 +89,13 @@ def _main(argv: list[str], job: Callable[[ml_collections.ConfigDict], None]) -> 
     raise app.UsageError(f'unexpected arguments {argv[1:]}; options go as --config.KEY=VALUE')
   assert _CONFIG is not None  # defined by main()
   try:
-    job(_CONFIG.value)
+    # A file that failed to load is an object that raises on first use: used here.
+    cfg = _CONFIG.value
+    cfg.keys()
+  except OSError as e:
+    _config_file_failed(e)
+  try:
+    job(cfg)
   except ConfigError as e:
     _fail(e, 2)
   except RunAborted as e:
@@ -108,8 +115,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except OSError as e:
-    print(f'vmc: error: cannot load the config file: {one_line(e)}', file=sys.stderr)
-    sys.exit(2)
+    _config_file_failed(e)
   except flags.Error as e:
     print(f'vmc: error: {one_line(e)} (vmc --helpfull lists the flags; config keys are '
           'in docs/config.md)', file=sys.stderr)
@@ -122,6 +128,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
     print(f'vmc: error: the config file raised {type(e).__name__}: {one_line(e)} '
           f'(at {_user_frame(e)}); fix the config file', file=sys.stderr)
     sys.exit(2)
+
+
+def _config_file_failed(error: OSError) -> typing.NoReturn:
+  """A --config file that cannot be read: one line, exit 2."""
+  given = [a.partition('=')[2] or (sys.argv[i + 2] if i + 2 < len(sys.argv) else '')
+           for i, a in enumerate(sys.argv[1:]) if a == '--config' or a.startswith('--config=')]
+  path = given[-1] if given else ''
+  if path and not os.path.isfile(path):
+    print(f'vmc: error: --config {path}: no such file (configs/ has the shipped ones)',
+          file=sys.stderr)
+  else:
+    print(f'vmc: error: cannot load the config file: {one_line(error)}', file=sys.stderr)
+  sys.exit(2)
 
 
 def _user_frame(error: Exception) -> str:

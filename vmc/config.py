@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import typing
 from typing import Any
 
@@ -173,5 +174,28 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   if system.pseudopotential and sections['observables'].forces:
     raise ConfigError('observables.forces with system.use_pp: the force estimators are '
                       'all-electron only; set one of them to False')
-  return Spec(system=system, pp=pp, batch_size=spec_lib.POSITIVE(cfg.batch_size, 'batch_size'),
+  batch = spec_lib.POSITIVE(cfg.batch_size, 'batch_size')
+  _check_density_grid(sections['observables'], batch, sections['optim'].iterations)
+  return Spec(system=system, pp=pp, batch_size=batch,
               config_json=cfg.to_json_best_effort(indent=2), **dict(sections, network=net))
+
+
+def _check_density_grid(obs: spec_lib.ObservablesSpec, batch: int, iterations: int) -> None:
+  """A spin-density grid that cannot be indexed or held is refused before the run: its
+  bins^3 cells are indexed in int32; each walker fills two grids (up, down) in the step;
+  the run keeps two grids per iteration in memory until it writes observables.h5."""
+  if obs.density != 'grid':
+    return
+  cells = obs.density_bins ** 3
+  if 2 * cells >= 2 ** 31:
+    raise ConfigError(f'observables.density_bins={obs.density_bins}: a grid of '
+                      f'{obs.density_bins}^3 cells per spin cannot be indexed (int32); use at '
+                      'most 1000')
+  need = 2 * cells * 4 * (batch + iterations)  # float32: the step's grids and the kept ones
+  have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  if need > have:
+    raise ConfigError(
+        f'observables.density_bins={obs.density_bins} needs about {need / 2 ** 30:.1f} GiB '
+        f'(two grids of {obs.density_bins}^3 float32 per walker of the batch of {batch} and '
+        f'per iteration of {iterations}), more than this machine\'s {have / 2 ** 30:.1f} GiB; '
+        'use fewer density_bins, a smaller batch_size or fewer optim.iterations')

@@ -151,7 +151,8 @@ def build(spec: Spec) -> Model:
     ecp = [pseudopotential.local_term(spec.system)]
     # The wavefunction ratios go through the network's cheaper forward path.
     nonlocal_terms = [pseudopotential.nonlocal_term(network.sampling_apply, spec.system,
-                                                    spec.pp.quadrature)]
+                                                    spec.pp.quadrature)
+                      ] if pseudopotential.nonlocal_atoms(spec.system) else []
   local_energy = hamiltonian.make_local_energy(network.apply, spec.system,
                                                spec.optim.laplacian, network.laplacian, ecp)
   objective = loss.make_objective(

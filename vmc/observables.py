@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import forces, loop, parallel, statistics, systems, writers
+from vmc import forces, loop, parallel, runfolder, statistics, systems, writers
 from vmc.spec import ObservablesSpec
 from vmc.types import Array, Params
 
@@ -161,12 +161,17 @@ class ArrayStore:
     self.steps: list[int] = []
     self.data: dict[str, list[np.ndarray]] = {k: [] for k in names}
     if enabled and names and os.path.exists(path):
-      with h5py.File(path, 'r') as f:
-        keep = np.asarray(f['step'][:]) < first_step
-        self.steps = [int(s) for s in np.asarray(f['step'][:])[keep]]
-        for k in names:
-          if k in f:
-            self.data[k] = list(np.asarray(f[k][:])[keep])
+      try:
+        with h5py.File(path, 'r') as f:
+          keep = np.asarray(f['step'][:]) < first_step
+          steps = [int(s) for s in np.asarray(f['step'][:])[keep]]
+          data = {k: list(np.asarray(f[k][:])[keep]) for k in names if k in f}
+      except runfolder.DAMAGED:
+        runfolder.set_aside(path, f'the observables of the steps before {first_step} are '
+                            'lost; the summary covers the steps from there on')
+      else:
+        self.steps = steps
+        self.data.update(data)
 
   def append(self, step: int, values: dict) -> None:
     if not self.names:

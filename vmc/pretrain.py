@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vmc import loop, mcmc, parallel, systems, writers
+from vmc import loop, mcmc, parallel, runfolder, systems, writers
 from vmc.config import Spec
 from vmc.spec import PretrainSpec, SamplerSpec
 from vmc.errors import ConfigError, RunAborted
@@ -108,6 +108,13 @@ def hartree_fock(system: systems.System, basis: str, open_shell: str = 'uhf',
   build the basis or the SCF does not converge.
   """
   mol = _molecule(system, basis, pp_basis)
+  most = max(int(n) for n in system.electrons)
+  if most > mol.nao:
+    raise ConfigError(
+        f'pretrain.basis={basis!r} has {mol.nao} orbitals for {system.name}, too few for its '
+        f'{most} electrons of one spin (electrons (up, down) = {tuple(system.electrons)}); '
+        "choose a larger basis (e.g. 'ccpvdz'), check system.charge and system.spin, or set "
+        "pretrain.method='none'")
   basis = basis_label(system, basis, pp_basis)
   method = 'RHF' if system.spin == 0 else open_shell.upper()
   if method not in ('RHF', 'UHF', 'ROHF'):
@@ -127,12 +134,16 @@ def _load(mol: Any, basis: str, method: str,
   cache = os.path.join(cache_dir, _CACHE) if cache_dir else None
   if not cache or not os.path.exists(cache):
     return None
-  with np.load(cache) as data:
-    if str(data['basis']) == basis and str(data['method']) == method and (
-        data['mo_coeff'].shape[1] == mol.nao):
-      logging.info('Hartree-Fock orbitals loaded from %s (%s/%s, E = %.6f Ha)', cache,
-                   method, basis, float(data['energy']))
-      return np.asarray(data['mo_coeff']), float(data['energy'])
+  try:
+    with np.load(cache) as data:
+      if str(data['basis']) == basis and str(data['method']) == method and (
+          data['mo_coeff'].shape[1] == mol.nao):
+        mo_coeff, energy = np.asarray(data['mo_coeff']), float(data['energy'])
+        logging.info('Hartree-Fock orbitals loaded from %s (%s/%s, E = %.6f Ha)', cache,
+                     method, basis, energy)
+        return mo_coeff, energy
+  except runfolder.DAMAGED:
+    runfolder.set_aside(cache, 'the SCF is solved again')
   return None
 
 
@@ -162,7 +173,7 @@ def cached_energy(directory: str) -> float | None:
   try:
     with np.load(os.path.join(directory, _CACHE)) as data:
       return float(data['energy'])
-  except (OSError, KeyError, ValueError):
+  except runfolder.DAMAGED:
     return None
 
 

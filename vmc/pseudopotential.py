@@ -133,6 +133,13 @@ def ecp_atoms(system: systems.System) -> list[int]:
   return [i for i, a in enumerate(system.atoms) if a.ecp]
 
 
+def nonlocal_atoms(system: systems.System) -> list[int]:
+  """Indices of the ECP atoms whose pseudopotential has nonlocal channels (the ccECPs of H
+  and He are local only: a softened Coulomb potential)."""
+  return [i for i in ecp_atoms(system)
+          if load(system.pseudopotential, system.atoms[i].symbol).l_max >= 0]
+
+
 def local_term(system: systems.System) -> EnergyTerm:
   """sum over electrons and ECP nuclei of the local channel V_loc(|r_i - R_I|)."""
   idx = ecp_atoms(system)
@@ -154,9 +161,12 @@ def nonlocal_term(wavefunction: Callable, system: systems.System, rule: str = 'i
 
   wavefunction(params, x) -> (sign, log|psi|) of one walker. key None: the quadrature
   points unrotated (deterministic, for tests); else one random rotation per electron.
-  chunk_size: electron-nucleus pairs per chunk (0: the batch size).
+  chunk_size: electron-nucleus pairs per chunk (0: the batch size). Needs an atom with
+  nonlocal channels (nonlocal_atoms).
   """
-  idx = ecp_atoms(system)
+  idx = nonlocal_atoms(system)
+  if not idx:
+    raise ValueError('no atom with nonlocal ECP channels: there is no nonlocal term')
   ecps = [load(system.pseudopotential, system.atoms[i].symbol) for i in idx]
   l_max = max(e.l_max for e in ecps)
   centres = jnp.asarray(system.positions[idx], jnp.float32)  # (A, 3)

@@ -22,13 +22,14 @@ import fcntl
 import glob
 import os
 import socket
+import zipfile
 from collections.abc import Iterator
 from typing import Self
 
 from absl import logging
 
 from vmc import checkpoint, parallel
-from vmc.errors import ConfigError
+from vmc.errors import ConfigError, one_line
 
 LOCK_NAME = '.vmc.lock'
 
@@ -132,15 +133,47 @@ def locked(save_path: str) -> Iterator[None]:
     lock.__exit__()
 
 
+# Errors of a side file that is damaged rather than unwritable (np.load of a cut npz, h5py
+# of a garbled file, json of a truncated record).
+DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def set_aside(path: str, consequence: str) -> None:
+  """Renames a damaged file that vmc reads back to <path>.corrupt (kept for inspection,
+  never read again) and says what follows from it."""
+  os.replace(path, path + '.corrupt')
+  logging.warning('%s is damaged: set aside as %s.corrupt; %s', path,
+                  os.path.basename(path), consequence)
+
+
 def write_failure(error: OSError, save_path: str) -> str:
-  """The line for a file operation that failed during a run: what, and what is safe."""
+  """The line for a file operation that failed during a run: what, what is safe, and the
+  fix that fits the error (free space only for a full disk)."""
   what = f'{error.strerror or error} ({error.filename})' if error.filename else str(error)
+  if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    fix = 'free space'
+  elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    fix = 'make the folder writable'
+  else:
+    fix = 'fix or remove the file named'
   found = checkpoint.list_checkpoints(save_path) if os.path.isdir(save_path) else []
   safe = (f'the newest checkpoint, {found[-1][1]} (step {found[-1][0]}), is whole and the '
-          'statistics before it are kept; free space (or fix the folder) and run the same '
-          'command again to continue from it' if found else
-          'no checkpoint was written yet: the next run starts this one again')
+          f'statistics before it are kept; {fix} and run the same command again to '
+          'continue from it' if found else
+          f'no checkpoint was written yet: {fix}, and the next run starts this one again')
   return f'a file operation in {save_path} failed: {what}; {safe}'
+
+
+def out_of_memory(error: Exception, batch_size: int, save_path: str) -> str:
+  """The line for a device that ran out of memory: the sizes that decide it and what is
+  safe on disk."""
+  found = checkpoint.list_checkpoints(save_path) if os.path.isdir(save_path) else []
+  safe = (f'the newest checkpoint, {found[-1][1]} (step {found[-1][0]}), is whole' if found
+          else 'no checkpoint was written yet')
+  return (f'out of memory ({one_line(error)[:160]}) with batch_size={batch_size} on '
+          f'{parallel.global_device_count()} device(s); lower batch_size (it may be '
+          'changed on resume), set optim.local_energy_chunk_size, or use more devices; '
+          f'{safe}')
 
 
 def remove_temporary_files(path: str) -> list[str]:

@@ -38,7 +38,7 @@ import numpy as np
 from absl import logging
 
 from vmc import analysis, checkpoint, config as config_lib, geometry, parallel, provenance
-from vmc import train, writers
+from vmc import runfolder, train, writers
 from vmc.errors import ConfigError
 from vmc.config import Spec
 
@@ -51,6 +51,53 @@ class PointPlan:
   trains for the config's optim.iterations after its pretraining."""
   warm_iterations: int = 1000  # training iterations after a warm start
   eval_iterations: int = 2000  # evaluation iterations (forces and energy)
+
+
+# A relaxation steers by the forces' error bars: it needs enough evaluation iterations for
+# the reblocking to give them (vmc.statistics needs 4 blocks; 20 leaves room).
+MIN_RELAX_EVAL_ITERATIONS = 20
+
+
+def check_plan(plan: PointPlan, relaxation: bool = False) -> None:
+  """Refuses impossible iteration counts, naming the drivers' flags (scripts/scan.py,
+  scripts/relax.py), before anything runs."""
+  if plan.warm_iterations < 1:
+    raise ConfigError(f'--warm_iterations={plan.warm_iterations}: must be 1 or more '
+                      '(training iterations after each warm start)')
+  least = MIN_RELAX_EVAL_ITERATIONS if relaxation else 1
+  if plan.eval_iterations < least:
+    why = (' (a relaxation steers by the error bars of the forces)' if relaxation else '')
+    raise ConfigError(f'--eval_iterations={plan.eval_iterations}: must be at least {least}'
+                      f'{why}')
+
+
+def check_out(out_dir: str) -> None:
+  """The output folder: given, and a folder (or not yet there)."""
+  if not out_dir:
+    raise ConfigError('give --out FOLDER (the same folder continues an interrupted run)')
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise ConfigError(f'--out={out_dir} is a file, not a folder; give a folder')
+
+
+def check_warm_from(run_dir: str) -> None:
+  """A run folder to warm-start from: it exists and holds a checkpoint."""
+  if not os.path.isdir(run_dir):
+    raise ConfigError(f'--warm_from={run_dir}: no such folder; give a training run\'s '
+                      'folder (its log.save_path)')
+  if not checkpoint.list_checkpoints(run_dir):
+    raise ConfigError(f'--warm_from={run_dir} holds no checkpoint (ckpt_*.npz); give a '
+                      'training run\'s folder')
+
+
+def check_geometries(base: Any, geometries: Sequence[Geometry], plan: PointPlan) -> None:
+  """Resolves the training and evaluation specs of every geometry, so that a bad geometry
+  or key is refused before the first point trains."""
+  if not geometries:
+    raise ConfigError('no geometries to compute')
+  for atoms in geometries:
+    _spec(base, atoms)
+    _spec(base, atoms, **{'optim.optimizer': 'none', 'optim.iterations': plan.eval_iterations,
+                          'observables.forces': True})
 
 
 def _spec(base: Any, atoms: Geometry, **overrides: Any) -> Spec:
@@ -70,10 +117,8 @@ def _read_json(path: str) -> dict | None:
 
 
 def _finished_step(run_dir: str) -> int:
-  found = checkpoint.list_checkpoints(run_dir)
-  if not found:
-    raise RuntimeError(f'{run_dir} holds no checkpoint to warm-start from')
-  return found[-1][0]
+  check_warm_from(run_dir)
+  return checkpoint.list_checkpoints(run_dir)[-1][0]
 
 
 def run_point(base: Any, atoms: Geometry, folder: str,
@@ -82,7 +127,14 @@ def run_point(base: Any, atoms: Geometry, folder: str,
   its result record, or None if a signal stopped it (run the same call again).
   `warm_from`: a training run's folder to warm-start from (None: a cold start)."""
   _check_geometry(folder, atoms)
-  done = _read_json(os.path.join(folder, 'eval', 'summary.json'))
+  summary = os.path.join(folder, 'eval', 'summary.json')
+  done = _read_json(summary)
+  if done is None and os.path.exists(summary) and parallel.is_main():
+    runfolder.set_aside(summary, "it is written again from the evaluation's statistics")
+  if done is not None and done.get('iterations', 0) < plan.eval_iterations:
+    logging.info('%s: the evaluation has %s iterations, %d asked for: continuing it',
+                 folder, done.get('iterations'), plan.eval_iterations)
+    done = None
   if done is None:
     overrides: dict[str, Any] = {'log.save_path': os.path.join(folder, 'train')}
     if warm_from is not None:
@@ -163,10 +215,19 @@ def write_extxyz(path: str, points: Sequence[dict]) -> None:
   for p in points:
     atoms = Atoms(p['symbols'], positions=np.asarray(p['positions']) * units.Bohr)
     to_ev_per_a = units.Hartree / units.Bohr
-    atoms.info['energy_error'] = p['energy_error'] * units.Hartree
     atoms.info['energy_hartree'] = p['energy']
     atoms.info['source'] = 'vmc NN-VMC; forces: zvzb estimator'
-    atoms.arrays['forces_error'] = np.asarray(p['forces_error']) * to_ev_per_a
+    # Too short an evaluation has no error bars (null in the JSON): the frame then says so
+    # instead of carrying a number.
+    if p['energy_error'] is None:
+      atoms.info['energy_error'] = 'none: too few evaluation iterations'
+    else:
+      atoms.info['energy_error'] = p['energy_error'] * units.Hartree
+    errors = np.asarray(p['forces_error'], np.float64)  # None -> nan
+    if np.all(np.isfinite(errors)):
+      atoms.arrays['forces_error'] = errors * to_ev_per_a
+    else:
+      atoms.info['forces_error'] = 'none: too few evaluation iterations'
     atoms.calc = SinglePointCalculator(atoms, energy=p['energy'] * units.Hartree,
                                        forces=np.asarray(p['forces']) * to_ev_per_a)
     frames.append(atoms)
@@ -191,9 +252,11 @@ def scan(base: Any, geometries: Sequence[Geometry], out_dir: str,
       return None
     points.append(result)
     write_records(out_dir, 'scan', points, extra)
-    logging.info('scan point %d of %d: E = %.6f +- %.6f Ha (%.0f s this session)', k + 1,
-                 len(geometries), result['energy'], result['energy_error'],
-                 time.time() - t0)
+    error = result['energy_error']
+    logging.info('scan point %d of %d: E = %.6f Ha +- %s (%.0f s this session)', k + 1,
+                 len(geometries), result['energy'],
+                 'no error bar (too few evaluation iterations)' if error is None
+                 else f'{error:.6f}', time.time() - t0)
   return points
 
 
@@ -208,6 +271,9 @@ def relax(base: Any, start: Geometry, out_dir: str, plan: PointPlan,
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, 'relax.json')
   saved = _read_json(path)
+  if saved is None and os.path.exists(path) and parallel.is_main():
+    runfolder.set_aside(path, 'the trajectory is rebuilt from the steps\' folders (finished '
+                        'steps are not recomputed)')
   symbols = [s for s, _ in start]
   if saved is not None:
     first = np.array(saved['points'][0]['positions']) if saved['points'] else None

@@ -290,7 +290,8 @@ class OptimSpec:
   optimizer: str = key('kfac', one_of(*OPTIMIZERS), 'kfac, spring, minsr, adam, or none '
                        '(an evaluation: the wavefunction frozen and sampled; '
                        'docs/optimizers.md)')
-  iterations: int = key(100000, POSITIVE, 'training (or evaluation) iterations')
+  iterations: int = key(100000, POSITIVE, 'training (or evaluation) iterations; after a '
+                        'warm start from log.restore_path, counted on from its step')
   laplacian: str = key('forward', one_of(*LAPLACIANS),
                        "exact Laplacian: 'forward' (one forward pass, FermiNet's own using "
                        "its sparsity; for the Psiformer the same as 'folx'), 'loop' (jvp "

@@ -84,6 +84,13 @@ def find(spec: Spec, model: iteration.Model, seed: int, save_path: str,
   state = checkpoint.state_from_fields(restored.fields, template)
   if not restored.opt_state_restored:
     state = iteration.with_opt_state(state, model)
+  restored_step = int(parallel.first(state.step))
+  if not resumed and not spec.evaluation and restored_step >= spec.optim.iterations:
+    raise ConfigError(
+        f'log.restore_path {restored.path} is at step {restored_step}, and optim.iterations='
+        f'{spec.optim.iterations} counts on from it (the learning-rate schedule continues), '
+        f'so this run would train nothing: set optim.iterations above {restored_step}, '
+        f'e.g. {restored_step + 1000}')
   verb = 'resuming' if resumed else 'starting'
   logging.info('%s from %s at step %d%s', verb, restored.path, int(parallel.first(state.step)),
                f' ({"; ".join(restored.notes)})' if restored.notes else '')

@@ -72,6 +72,10 @@ def run(spec: Spec) -> RunResult:
       return _run_in_folder(spec, model, obs, save_path, signals)
     except OSError as e:
       raise RunAborted(runfolder.write_failure(e, save_path)) from None
+    except jax.errors.JaxRuntimeError as e:
+      if 'RESOURCE_EXHAUSTED' not in str(e):
+        raise
+      raise RunAborted(runfolder.out_of_memory(e, spec.batch_size, save_path)) from None
 
 
 def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observables | None,
