@@ -156,20 +156,24 @@ def write_failure(error: OSError, save_path: str) -> str:
     fix = 'make the folder writable'
   else:
     fix = 'fix or remove the file named'
-  found = checkpoint.list_checkpoints(save_path) if os.path.isdir(save_path) else []
-  safe = (f'the newest checkpoint, {found[-1][1]} (step {found[-1][0]}), is whole and the '
-          f'statistics before it are kept; {fix} and run the same command again to '
-          'continue from it' if found else
+  newest = _newest_checkpoint(save_path)
+  safe = (f'{newest} and the statistics before it are kept; {fix} and run the same command '
+          'again to continue from it' if newest else
           f'no checkpoint was written yet: {fix}, and the next run starts this one again')
   return f'a file operation in {save_path} failed: {what}; {safe}'
+
+
+def _newest_checkpoint(save_path: str) -> str:
+  """'the newest checkpoint, PATH (step N), is whole', or '' if the folder has none."""
+  found = checkpoint.list_checkpoints(save_path) if os.path.isdir(save_path) else []
+  return (f'the newest checkpoint, {found[-1][1]} (step {found[-1][0]}), is whole' if found
+          else '')
 
 
 def out_of_memory(error: Exception, batch_size: int, save_path: str) -> str:
   """The line for a device that ran out of memory: the sizes that decide it and what is
   safe on disk."""
-  found = checkpoint.list_checkpoints(save_path) if os.path.isdir(save_path) else []
-  safe = (f'the newest checkpoint, {found[-1][1]} (step {found[-1][0]}), is whole' if found
-          else 'no checkpoint was written yet')
+  safe = _newest_checkpoint(save_path) or 'no checkpoint was written yet'
   return (f'out of memory ({one_line(error)[:160]}) with batch_size={batch_size} on '
           f'{parallel.global_device_count()} device(s); lower batch_size (it may be '
           'changed on resume), set optim.local_energy_chunk_size, or use more devices; '
