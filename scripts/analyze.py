@@ -10,6 +10,11 @@ pseudopotential runs, named next to the system) and the percentage of the correl
 (E_HF_limit - E) / (E_HF_limit - E_exact) recovered. The plot (matplotlib) has the energy
 (moving mean) against iteration with the reference line, the distance to the reference on
 a log scale, and the variance of the local energy.
+
+Excited-state runs (system.states) also get their table of states (energies, excitation
+energies, oscillator strengths, jackknife errors; vmc.states) and, with --levels PNG, a
+level diagram: each state's energy with its error bar beside the exact levels vmc ships
+(vmc/data/excited_states.csv).
 """
 
 from __future__ import annotations
@@ -99,6 +104,29 @@ def plot(summaries: list[dict], all_stats: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def levels(summaries: list[dict], path: str) -> None:
+  """Energy levels of excited-state runs with error bars, exact levels beside them."""
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(summaries), 5))
+  for n, s in enumerate(summaries):
+    for e, de in zip(s['state_energies'], s['state_energy_errors'], strict=True):
+      ax.errorbar(n, e, yerr=de if np.isfinite(de) else None, fmt='_', ms=30, capsize=4,
+                  color='C0')
+    for ref in s.get('state_references', []):
+      ax.hlines(ref['energy'], n + 0.25, n + 0.45, color='k', lw=1)
+      ax.text(n + 0.47, ref['energy'], ref['label'], va='center', fontsize=8)
+  ax.set_xticks(range(len(summaries)),
+                [f'{s["system"]}\n{os.path.basename(os.path.normpath(s["run"]))}'
+                 for s in summaries], fontsize=8)
+  ax.set_xlim(-0.5, len(summaries) - 0.2)
+  ax.set_ylabel('energy (Ha): vmc (blue, error bars) and exact (black)')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('runs', nargs='+', metavar='RUN_DIR')
@@ -107,6 +135,8 @@ def main(argv=None) -> int:
                            'training run, all of an evaluation)')
   parser.add_argument('--plot', default='analysis.png', help='PNG to write ("" for none)')
   parser.add_argument('--json', action='store_true', help='print the summaries as JSON too')
+  parser.add_argument('--levels', default='', help='PNG of the excited-state runs\' levels '
+                      '("" for none)')
   args = parser.parse_args(argv)
   if args.window is not None and not 0 < args.window <= 1:
     parser.error('--window must be within (0, 1]')
@@ -128,6 +158,9 @@ def main(argv=None) -> int:
           for d, e in zip(s['dipole_au'], s['dipole_error_au'], strict=True)))
     if 's2' in s:
       extras.append(f'<S^2> {s["s2"]:.4f} +- {s["s2_error"]:.4f}')
+    if s.get('states'):
+      print(f'{os.path.basename(os.path.normpath(s["run"]))}:')
+      print('\n'.join(analysis.state_lines(s)))
     if not s['error_converged']:
       extras.append('error bar is a lower bound: the window is short for its '
                     'autocorrelation time')
@@ -138,6 +171,10 @@ def main(argv=None) -> int:
   if args.plot:
     plot(summaries, all_stats, args.plot)
     print(f'plot: {args.plot}')
+  with_states = [s for s in summaries if s.get('states')]
+  if args.levels and with_states:
+    levels(with_states, args.levels)
+    print(f'levels: {args.levels}')
   return 0
 
 

@@ -7,7 +7,7 @@ import pytest
 from jax import enable_x64
 
 from conftest import NETWORK_VARIANTS, make_network, requires_kfac, slow_after_first
-from vmc import hamiltonian, systems, train
+from vmc import hamiltonian, networks, systems, train
 from vmc.networks import orbitals
 from vmc import config as config_lib, spec as spec_lib
 
@@ -61,14 +61,46 @@ def test_every_head_option_is_checked(make_tiny_config):
   """Each value of each HeadOptions field appears in a FermiNet case checked above/below."""
   values = {'full_det': (True, False), 'envelope_type': spec_lib.ENVELOPE_TYPES,
             'envelope_shared': (True, False), 'bias_orbitals': (True, False),
-            'jastrow': ('none', 'simple_ee'), 'determinants': (2,)}
+            'jastrow': ('none', 'simple_ee'), 'determinants': (2,), 'states': (0, 2)}
   assert set(values) == set(orbitals.HeadOptions._fields), 'a head option is not checked'
-  covered = set()
+  covered = {('states', 0)} | {('states', k) for k, _ in STATES_CASES}
   for variant, full_det in CHECKED + [({}, True), ({}, False)]:  # + CASES' default network
     spec = config_lib.resolve(make_tiny_config(**{'network.full_det': full_det, **variant}))
     if spec.network.network_type == 'ferminet':
-      covered |= {(k, getattr(spec.network, k)) for k in values}
+      covered |= {(k, getattr(spec.network, k)) for k in values if k != 'states'}
   assert covered == {(k, v) for k, vs in values.items() for v in vs}
+
+
+STATES_CASES = [(2, True), (2, False)]  # (states, full_det)
+
+
+@pytest.mark.parametrize('states,full_det', STATES_CASES)
+def test_forward_laplacian_of_states_matches_loop_in_float64(states, full_det,
+                                                             make_tiny_config):
+  """K excited states: (K,) Laplacians and (K, 3N) gradients of every state, against the
+  loop and folx over the vector of log|psi_i|, with a Jastrow and shared envelopes."""
+  system = systems.make_system(molecule='LiH')
+  with enable_x64(True):
+    cfg = make_tiny_config(**{'network.full_det': full_det, 'network.jastrow': 'simple_ee',
+                              'network.envelope_shared': not full_det})
+    cfg.network.ferminet.hidden_dims = ((12, 4), (12, 4))
+    net = networks.make_network(system, config_lib.resolve(cfg).network, states)
+    params = net.init(jax.random.PRNGKey(0))
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    params = jax.tree_util.tree_unflatten(tree, [
+        (a + 0.3 * jax.random.normal(k, a.shape)).astype(jnp.float64)
+        for a, k in zip(leaves, keys, strict=True)])
+    x = 1.3 * jax.random.normal(jax.random.PRNGKey(2), (3, system.n_electrons * 3), jnp.float64)
+    f = lambda z: net.states.apply(params, z)[1]
+    lap_ref, grad_ref = jax.jit(jax.vmap(lambda y: hamiltonian.laplacian_loop(f, y)))(x)
+    lap, grad = jax.jit(jax.vmap(net.states.laplacian, in_axes=(None, 0)))(params, x)
+    lap_folx, grad_folx = jax.jit(jax.vmap(lambda y: hamiltonian.laplacian_folx(f, y)))(x)
+    assert lap.shape == (3, states) and grad.shape == (3, states, system.n_electrons * 3)
+    for a, b in ((lap, lap_ref), (grad, grad_ref), (lap_folx, lap_ref), (grad_folx, grad_ref)):
+      np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    # Each state's values are those of the state's own head.
+    np.testing.assert_allclose(net.states.sampling_apply(params, x[0])[1], f(x[0]), rtol=1e-12)
 
 
 @pytest.mark.parametrize('variant, full_det', slow_after_first(

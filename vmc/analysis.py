@@ -101,6 +101,32 @@ def summarize_stats(stats: dict[str, np.ndarray], window: float = 0.2) -> dict:
       'wall_time': float(stats['wall_time'][-1]) if 'wall_time' in stats else None,
   }
   out.update(observables.summarize(tail))
+  k = writers.states_of(stats)
+  if k:
+    out.update(summarize_states(tail, k))
+  return out
+
+
+def summarize_states(tail: dict[str, np.ndarray], k: int, blocks: int = 20) -> dict:
+  """Per-state energies, excitation energies and oscillator strengths of K excited states
+  (vmc.states.analyse over the rows of `tail`). 'energy' becomes the lowest state's (the
+  trace of the matrix, the loss, stays as 'trace')."""
+  from vmc import observables, states  # noqa: PLC0415
+  dipoles = observables.dipole_matrices(tail, k)
+  est = states.analyse(writers.energy_matrices(tail, k), dipoles, blocks)
+  out: dict[str, Any] = {
+      'states': k, 'trace': float(np.mean(tail['energy'])), 'state_energies': est.energies.tolist(),
+      'state_energy_errors': est.energy_errors.tolist(),
+      'excitation_energies_ha': est.excitations.tolist(),
+      'excitation_energy_errors_ha': est.excitation_errors.tolist(),
+      'excitation_energies_ev': (est.excitations * states.EV_PER_HARTREE).tolist(),
+      'excitation_energy_errors_ev': (est.excitation_errors * states.EV_PER_HARTREE).tolist(),
+      'jackknife_blocks': est.blocks,
+      'energy': float(est.energies[0]), 'energy_error': float(est.energy_errors[0])}
+  if est.oscillator_strengths is not None:
+    out['oscillator_strengths'] = est.oscillator_strengths.tolist()
+    out['oscillator_strength_errors'] = (est.oscillator_errors.tolist()
+                                         if est.oscillator_errors is not None else None)
   return out
 
 
@@ -140,6 +166,12 @@ def summarize_run(run_dir: str, window: float | None = None) -> dict:
   summary.update(observables.summarize_forces(run_dir, first))
   summary.update(compare_to_reference(summary['energy'], summary['energy_error'],
                                       reference.lookup(system)))
+  if summary.get('states'):
+    energies = summary['state_energies']
+    summary['state_references'] = [
+        dict(state=r.number, label=r.label, energy=r.energy, source=r.source,
+             error_mha=1000 * (energies[r.number] - r.energy))
+        for r in reference.excited_states(system) if r.number < summary['states']]
   return summary
 
 
@@ -157,9 +189,35 @@ def strict_json(value: Any) -> Any:
   return value
 
 
+def state_lines(summary: dict) -> list[str]:
+  """The table of K excited states: energy, excitation energy (Ha, eV), f_0k."""
+  k = summary['states']
+  osc = summary.get('oscillator_strengths')
+  lines = [f'{k} states (eigenvalues of the mean energy matrix; errors: jackknife over '
+           f'{summary["jackknife_blocks"]} blocks of iterations):']
+  for i in range(k):
+    e, de = summary['state_energies'][i], summary['state_energy_errors'][i]
+    line = f'  state {i}: E = {e:.6f} +- {de:.6f} Ha'
+    if i:
+      x, dx = summary['excitation_energies_ha'][i], summary['excitation_energy_errors_ha'][i]
+      line += (f'  E - E_0 = {x:.6f} +- {dx:.6f} Ha = '
+               f'{summary["excitation_energies_ev"][i]:.4f} +- '
+               f'{summary["excitation_energy_errors_ev"][i]:.4f} eV')
+      if osc is not None:
+        err = summary.get('oscillator_strength_errors')
+        line += f'  f_0{i} = {osc[i]:.4f}' + (f' +- {err[i]:.4f}' if err else '')
+    for ref in summary.get('state_references', []):
+      if ref['state'] == i:
+        line += f'  [{ref["label"]} exact {ref["energy"]:.6f}: error {ref["error_mha"]:+.2f} mHa]'
+    lines.append(line)
+  return lines
+
+
 def summary_lines(summary: dict) -> list[str]:
   """The energy (with error bar and reference) and observables of a summary, as text."""
-  if np.isfinite(summary['energy_error']):
+  if summary.get('states') and np.isfinite(summary['energy_error']):
+    error = f' +- {summary["energy_error"]:.6f} Ha (lowest of {summary["states"]} states)'
+  elif np.isfinite(summary['energy_error']):
     error = (f' +- {summary["energy_error"]:.6f} Ha (reblocked; autocorrelation time '
              f'{summary["tau"]:.1f} iterations)')
   else:
@@ -171,6 +229,8 @@ def summary_lines(summary: dict) -> list[str]:
     line += (f'; {summary["reference_kind"]} reference {summary["reference_energy"]:.6f} Ha '
              f'({summary["reference_source"]}): error {summary["error_mha"]:+.2f} mHa')
   lines = [line]
+  if summary.get('states'):
+    lines += state_lines(summary)
   if 'dipole_au' in summary:
     lines.append(f'dipole moment (a.u.): {np.round(summary["dipole_au"], 4)} +- '
                  f'{np.round(summary["dipole_error_au"], 4)}; |d| = '

@@ -96,6 +96,7 @@ class Spec:
   observables: ObservablesSpec
   distributed: DistributedSpec
   debug: DebugSpec
+  states: int  # system.states: K > 0 excited states (vmc.states), 0 the ground state alone
   config_json: str  # the resolved config, as written to config.json and checkpoints
 
   @property
@@ -176,8 +177,33 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
                       'all-electron only; set one of them to False')
   batch = spec_lib.POSITIVE(cfg.batch_size, 'batch_size')
   _check_density_grid(sections['observables'], batch, sections['optim'].iterations)
-  return Spec(system=system, pp=pp, batch_size=batch,
+  states = _check_states(cfg.system.states, system, sections['observables'], pp)
+  return Spec(system=system, pp=pp, batch_size=batch, states=states,
               config_json=cfg.to_json_best_effort(indent=2), **dict(sections, network=net))
+
+
+MAX_STATES = 16  # each iteration costs K^2 local energies of N electrons
+
+
+def _check_states(value: Any, system: systems.System, obs: spec_lib.ObservablesSpec,
+                  pp: PPSpec | None) -> int:
+  """system.states, checked against what excited states support (docs/excited_states.md).
+  1 is the ground state through the excited-state path (the same energies as 0)."""
+  states = spec_lib.NON_NEGATIVE(value, 'system.states')
+  if states == 0:
+    return 0
+  if states > MAX_STATES:
+    raise ConfigError(f'system.states={states}: at most {MAX_STATES} (an iteration costs '
+                      'states^2 local energies); ask for fewer states')
+  for name, on in (('forces', obs.forces), ('s2', obs.s2), ('density', obs.density != 'none')):
+    if on:
+      raise ConfigError(f'observables.{name} with system.states={states}: this observable is '
+                        'of one state; excited-state runs measure energies, dipoles and '
+                        f'oscillator strengths (docs/excited_states.md); turn {name} off')
+  if pp is not None:
+    raise ConfigError(f'system.use_pp with system.states={states}: the nonlocal ECP term is '
+                      'written for one state; run excited states all-electron')
+  return states
 
 
 def _check_density_grid(obs: spec_lib.ObservablesSpec, batch: int, iterations: int) -> None:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import systems
+from vmc import states, systems
 from vmc.spec import LAPLACIANS
 from vmc.types import (Array, BatchEnergyFn, EnergyTerm, LaplacianFn, LocalEnergyFn, Params,
                        PRNGKey, WavefunctionFn)
@@ -47,27 +47,28 @@ def laplacian_loop(f: ScalarFn, x: Array) -> tuple[Array, Array]:
   """Exact (lap f, grad f) by a loop of forward-over-reverse passes over the 3N coordinates.
 
   Each pass is one Hessian-vector product with a unit vector e_i, of which the i-th entry
-  is d^2 f / dx_i^2; memory stays that of one gradient.
+  is d^2 f / dx_i^2; memory stays that of one gradient. f may return a vector (K,) (one
+  value per state): then (lap (K,), grad (K, 3N)).
   """
-  grad_f = jax.grad(f)
+  grad_f = jax.jacrev(f)
   n = x.shape[0]
   eye = jnp.eye(n, dtype=x.dtype)
+  out = jax.eval_shape(f, x)
 
   def body(i: int, acc: Array) -> Array:
     _, hess_col = jax.jvp(grad_f, (x,), (eye[i],))
-    return acc + hess_col[i]
+    return acc + hess_col[..., i]
 
-  lap = jax.lax.fori_loop(0, n, body, jnp.zeros((), x.dtype))
+  lap = jax.lax.fori_loop(0, n, body, jnp.zeros(out.shape, x.dtype))
   return lap, grad_f(x)
 
 
 def laplacian_folx(f: ScalarFn, x: Array) -> tuple[Array, Array]:
   """Exact (lap f, grad f) by folx's generic forward Laplacian (one pass over the jaxpr of
-  f, Jacobians propagated densely: sparsity tracking is slower here, docs/benchmarks.md)."""
+  f, Jacobians propagated densely: sparsity tracking is slower here, docs/benchmarks.md).
+  A vector f (K,) gives (lap (K,), grad (K, 3N))."""
   out = folx.forward_laplacian(f, sparsity_threshold=0)(x)
-  return out.laplacian, out.jacobian.dense_array
-
-
+  return out.laplacian, jnp.moveaxis(out.jacobian.dense_array, 0, -1)
 
 
 def kinetic_energy(wavefunction: WavefunctionFn, method: str = 'forward',
@@ -76,7 +77,8 @@ def kinetic_energy(wavefunction: WavefunctionFn, method: str = 'forward',
 
   method 'forward' uses the network's own forward Laplacian (forward_laplacian(params, x)
   -> (lap log|psi|, grad log|psi|)) and falls back to folx without one; 'loop' and 'folx'
-  differentiate log|psi| of the wavefunction.
+  differentiate log|psi| of the wavefunction. A wavefunction of K states ((K,) signs and
+  log|psi_i|) gives T_L of each, (K,).
   """
   if method not in LAPLACIANS:
     raise ValueError(f'unknown Laplacian method {method!r}; use one of {LAPLACIANS}')
@@ -89,7 +91,7 @@ def kinetic_energy(wavefunction: WavefunctionFn, method: str = 'forward',
 
   def kinetic(params: Params, x: Array) -> Array:
     lap, grad = lap_and_grad(params, x)
-    return -0.5 * (lap + jnp.sum(grad ** 2))
+    return -0.5 * (lap + jnp.sum(grad ** 2, axis=-1))
 
   return kinetic
 
@@ -116,7 +118,8 @@ def make_local_energy(wavefunction: WavefunctionFn, system: systems.System,
   potential and any `extra_terms`, added in that order.
 
   wavefunction(params, x) -> (sign, log|psi|) of one walker; method and forward_laplacian
-  as in `kinetic_energy`.
+  as in `kinetic_energy`. For K states (wavefunction giving (K,) each) E_L is (K,): each
+  state's, the potential terms being the same for all.
   """
   terms = (kinetic_energy(wavefunction, method, forward_laplacian),
            coulomb_potential(system), *extra_terms)
@@ -161,11 +164,26 @@ def auto_chunk_size(walkers: int, per_walker: float, budget: float) -> int:
   return max(d for d in range(1, min(fit, walkers) + 1) if walkers % d == 0)
 
 
+def energy_matrix(local_energy: LocalEnergyFn, state_apply: WavefunctionFn,
+                  k: int) -> LocalEnergyFn:
+  """(params, x (K * 3N,)) -> the NES local energy matrix E_L (K, K) of a walker of K copies
+  (vmc.states): local_energy(params, x (3N,)) -> (K,) the states' local energies at one
+  copy, state_apply(params, x (3N,)) -> their (signs, log|psi_i|)."""
+
+  def matrix(params: Params, x: Array) -> Array:
+    sign, logabs = states.state_matrix(state_apply, params, x, k)
+    e = jax.vmap(local_energy, in_axes=(None, 0))(params, states.copies(x, k))
+    return states.energy_matrix(sign, logabs, e)
+
+  return matrix
+
+
 def batched(local_energy: LocalEnergyFn, chunk_size: int = 0,
             batch_terms: Sequence[BatchEnergyFn] = ()) -> BatchEnergyFn:
-  """(params, x (batch, 3N), key=None) -> E_L (batch,): the per-walker `local_energy` of
-  all walkers at once or `chunk_size` at a time, plus the `batch_terms` (which draw their
-  random numbers from `key`; None: their deterministic form)."""
+  """(params, x (batch, 3N), key=None) -> E_L (batch, ...): the per-walker `local_energy`
+  of all walkers at once or `chunk_size` at a time (each a scalar, or a (K, K) matrix for
+  excited states), plus the `batch_terms` (which draw their random numbers from `key`;
+  None: their deterministic form)."""
   if chunk_size <= 0:
     per_walker = jax.vmap(local_energy, in_axes=(None, 0))
   else:

@@ -82,7 +82,7 @@ def make_iteration(sampler: Sampler, optimizer: Optimizer) -> Iteration:
     state, rejected = guard(candidate, previous, update.energy)
     return state, StepStats(energy=update.energy, variance=update.variance, pmove=pmove,
                             width=previous.mcmc.width, learning_rate=update.learning_rate,
-                            rejected=rejected)
+                            rejected=rejected, energy_matrix=update.energy_matrix)
 
   def burn_in(state: TrainState, n: int) -> TrainState:
     walkers, key = sampler.burn_in(state.params, state.mcmc, state.key, n)
@@ -112,7 +112,8 @@ def frozen(objective: Objective) -> Optimizer:
              step: Array) -> tuple[Params, OptState, UpdateStats]:
     del step
     energy, aux = objective.loss(params, key, x)
-    return params, opt_state, UpdateStats(energy, aux.variance, jnp.zeros_like(energy))
+    return params, opt_state, UpdateStats(energy, aux.variance, jnp.zeros_like(energy),
+                                          aux.energy_matrix)
 
   return Optimizer(init=init, update=update)
 
@@ -144,7 +145,7 @@ def local_energy_chunk(spec: Spec) -> tuple[int, str]:
 
 def build(spec: Spec) -> Model:
   """Network, sampler, objective, optimizer and the composed iteration of a spec."""
-  network = networks.make_network(spec.system, spec.network)
+  network = networks.make_network(spec.system, spec.network, spec.states)
   batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
   ecp, nonlocal_terms = [], []
   if spec.pp is not None:  # the effective charges are in spec.system already
@@ -153,15 +154,21 @@ def build(spec: Spec) -> Model:
     nonlocal_terms = [pseudopotential.nonlocal_term(network.sampling_apply, spec.system,
                                                     spec.pp.quadrature)
                       ] if pseudopotential.nonlocal_atoms(spec.system) else []
-  local_energy = hamiltonian.make_local_energy(network.apply, spec.system,
-                                               spec.optim.laplacian, network.laplacian, ecp)
+  if network.states is None:
+    local_energy = hamiltonian.make_local_energy(network.apply, spec.system,
+                                                 spec.optim.laplacian, network.laplacian, ecp)
+  else:  # K states' local energies at each copy, then the energy matrix (vmc.states)
+    s = network.states
+    local_energy = hamiltonian.energy_matrix(
+        hamiltonian.make_local_energy(s.apply, spec.system, spec.optim.laplacian, s.laplacian,
+                                      ecp), s.sampling_apply, s.k)
   objective = loss.make_objective(
       batch_logabs,
       hamiltonian.batched(local_energy, local_energy_chunk(spec)[0], nonlocal_terms),
       spec.optim.clip_local_energy)
   # The sampler evaluates the same log|psi| through the network's cheaper path.
   sampler = mcmc.make_sampler(jax.vmap(network.sampling_logabs, in_axes=(None, 0)),
-                              spec.system, spec.mcmc)
+                              spec.system, spec.mcmc, max(spec.states, 1))
   optimizer = (frozen(objective) if spec.evaluation
                else optimizers.make(spec.optim, objective))
   return Model(network, sampler, objective, optimizer, make_iteration(sampler, optimizer))

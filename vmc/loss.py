@@ -43,10 +43,14 @@ def make_objective(batch_logabs: LogAbsFn, batch_local_energy: BatchEnergyFn,
 
     @jax.custom_jvp
     def loss(params: Params, key: PRNGKey, x: Array) -> tuple[Array, AuxData]:
-      e_l = batch_local_energy(params, x, key)
+      e_matrix = batch_local_energy(params, x, key)
+      # Excited states: the loss is the trace of the energy matrix (the sum of the K
+      # energies), and its gradient the same estimator with log|Psi| of the K copies.
+      e_l = jnp.trace(e_matrix, axis1=1, axis2=2) if e_matrix.ndim == 3 else e_matrix
       energy = parallel.pmean(jnp.mean(e_l))
       variance = parallel.pmean(jnp.mean((e_l - energy) ** 2))
-      return energy, AuxData(variance=variance, local_energy=e_l)
+      mean_matrix = energy if e_matrix.ndim == 1 else parallel.pmean(jnp.mean(e_matrix, 0))
+      return energy, AuxData(variance=variance, local_energy=e_l, energy_matrix=mean_matrix)
 
     @loss.defjvp
     def loss_jvp(primals, tangents):  # noqa: ANN001, ANN202

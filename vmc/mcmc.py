@@ -104,8 +104,10 @@ def init_state(x: Array | np.ndarray, spec: SamplerSpec) -> MCMCState:
 
 
 def make_sampler(batch_logabs: LogAbsFn, system: systems.System,
-                 spec: SamplerSpec) -> Sampler:
-  """The Metropolis sampler of |psi|^2 with psi given by batch_logabs (per device).
+                 spec: SamplerSpec, copies: int = 1) -> Sampler:
+  """The Metropolis sampler of |psi|^2 with psi given by batch_logabs (per device), of
+  walkers of `copies` copies of the system's electrons (K for K excited states, each copy
+  placed as the electrons of one walker).
 
   The width is adapted toward spec.target_acceptance: in `step` every
   spec.adapt_frequency iterations from the mean acceptance of that window, in
@@ -143,6 +145,6 @@ def make_sampler(batch_logabs: LogAbsFn, system: systems.System,
     return jax.lax.fori_loop(0, n, body, (state, key))
 
   def init(key: PRNGKey, n: int) -> np.ndarray:
-    return init_positions(key, system, n, spec.init_width)
+    return init_positions(key, system, n * copies, spec.init_width).reshape(n, -1)
 
   return Sampler(init=init, step=step, adapt_step=adapt_step, burn_in=burn_in)

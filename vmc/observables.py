@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmc import forces, loop, parallel, runfolder, statistics, systems, writers
+from vmc import forces, loop, parallel, runfolder, states, statistics, systems, writers
 from vmc.spec import ObservablesSpec
 from vmc.types import Array, Params
 
@@ -47,9 +47,10 @@ class Observables(NamedTuple):
   attrs: dict  # grid/bin descriptions for the HDF5 file
 
 
-def stats_columns(obs: Observables | None) -> tuple[str, ...]:
-  """The columns of a run's statistics file: the training columns, then the observables'."""
-  return writers.TRAIN_COLUMNS + (obs.columns if obs else ())
+def stats_columns(obs: Observables | None, states: int = 0) -> tuple[str, ...]:
+  """The columns of a run's statistics file: the training columns, those of K excited
+  states, then the observables'."""
+  return writers.TRAIN_COLUMNS + writers.state_columns(states) + (obs.columns if obs else ())
 
 
 def make(network: Network, local_energy: Callable[[Params, Array], Array],
@@ -63,7 +64,10 @@ def make(network: Network, local_energy: Callable[[Params, Array], Array],
   n_up, n_down = system.electrons
   n = n_up + n_down
   columns, arrays, attrs = [], [], {}
-  if o.dipole:
+  k = network.states.k if network.states else 0
+  if o.dipole and k:  # matrices M^-1 diag(d) M of the K states (vmc.states)
+    columns += list(dipole_matrix_columns(k))
+  elif o.dipole:
     columns += ['dipole_x', 'dipole_y', 'dipole_z']
   if o.s2:
     columns += ['s2']
@@ -88,6 +92,11 @@ def make(network: Network, local_energy: Callable[[Params, Array], Array],
   def per_walker(params: Params, x: Array) -> dict[str, Array]:
     """Observables of one walker x (3n,) -> dict of arrays."""
     out = {}
+    if k:  # the config allows only the dipole with excited states
+      assert network.states is not None
+      sign, logabs = states.state_matrix(network.states.sampling_apply, params, x, k)
+      out['dipole_matrices'] = states.dipole_matrices(sign, logabs, x)
+      return out
     r = x.reshape(n, 3)
     if o.dipole:
       out['dipole'] = (charges[:, None] * coords).sum(0) - r.sum(0)
@@ -124,9 +133,27 @@ def make(network: Network, local_energy: Callable[[Params, Array], Array],
   return Observables(tuple(columns), tuple(arrays), parallel.pmap(evaluate), attrs)
 
 
+def dipole_matrix_columns(k: int) -> tuple[str, ...]:
+  """d{c}_{i}_{j}: the mean dipole matrices of K excited states, c in x, y, z."""
+  return tuple(f'd{c}_{i}_{j}' for c in 'xyz' for i in range(k) for j in range(k))
+
+
+def dipole_matrices(stats: dict, k: int) -> np.ndarray | None:
+  """(T, 3, K, K) from a statistics table's d{c}_{i}_{j} columns, or None."""
+  if 'dx_0_0' not in stats:
+    return None
+  return np.stack([np.stack([np.stack([np.asarray(stats[f'd{c}_{i}_{j}']) for j in range(k)],
+                                      -1) for i in range(k)], -2) for c in 'xyz'], 1)
+
+
 def row_values(values: dict) -> dict[str, float]:
   """The CSV columns of one iteration's (host) values."""
   row: dict[str, float] = {}
+  if 'dipole_matrices' in values:
+    d = np.asarray(values['dipole_matrices'])
+    k = d.shape[-1]
+    row.update({f'd{c}_{i}_{j}': float(d[n, i, j]) for n, c in enumerate('xyz')
+                for i in range(k) for j in range(k)})
   if 'dipole' in values:
     row.update(zip(('dipole_x', 'dipole_y', 'dipole_z'), (float(v) for v in values['dipole']),
                    strict=True))

@@ -6,6 +6,12 @@ dense determinants the target is block diagonal, [[Phi_up, 0], [0, Phi_down]], s
 dense determinant starts as the HF Slater determinant. Walkers meanwhile follow Metropolis
 moves on |psi_HF|^2 (or a mixture with the network, `pretrain.hf_sample_weight`), so that
 training starts from equilibrated walkers.
+
+K excited states (system.states) fit state s's determinants to the Slater determinant of
+`excitations(hf, K)[s]`: the HF determinant, then the K - 1 single excitations of lowest
+orbital-energy gap that keep each electron's spin (so within the run's (n_up, n_down)
+sector; a singlet-triplet pair of a closed shell starts as its two spin-flipped
+determinants, which the training mixes). Walkers of K copies sample |det[psi_HF,s(x^j)]|^2.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vmc import loop, mcmc, parallel, runfolder, systems, writers
+from vmc import loop, mcmc, parallel, runfolder, states, systems, writers
 from vmc.config import Spec
 from vmc.spec import PretrainSpec, SamplerSpec
 from vmc.errors import ConfigError, RunAborted
@@ -39,16 +45,19 @@ class HartreeFock:
   """A converged SCF solution and its occupied orbitals at arbitrary points."""
   mol: Any  # pyscf.gto.Mole
   mo_coeff: np.ndarray  # (2, n_ao, n_mo): spin up, spin down
+  mo_energy: np.ndarray  # (2, n_mo) orbital energies, hartree
   energy: float  # hartree
   method: str  # 'RHF', 'UHF' or 'ROHF'
   nspins: tuple[int, int]
   basis: str
 
-  def orbitals(self, x: np.ndarray) -> list[np.ndarray]:
+  def orbitals(self, x: np.ndarray, occupied: tuple[tuple[int, ...], tuple[int, ...]]
+               | None = None) -> list[np.ndarray]:
     """Occupied orbitals at the electrons of each spin.
 
     x: (batch, n_electrons * 3) in bohr. Returns [(batch, n_up, n_up), (batch, n_down,
-    n_down)], entry [b, i, k] = phi_k(r_i) for the i-th electron of that spin.
+    n_down)], entry [b, i, k] = phi_k(r_i) for the i-th electron of that spin, the
+    orbitals k those of `occupied` (up, down) (default: the lowest n_up, n_down).
     """
     x = np.asarray(x, np.float64)
     batch = x.shape[0]
@@ -58,7 +67,8 @@ class HartreeFock:
     for spin, n_s in enumerate(self.nspins):
       coords = pos[:, start:start + n_s].reshape(-1, 3)
       ao = self.mol.eval_gto('GTOval_sph', coords) if n_s else np.zeros((0, 1))
-      mo = ao @ self.mo_coeff[spin][:, :n_s] if n_s else np.zeros((0, 0))
+      cols = list(occupied[spin]) if occupied is not None else list(range(n_s))
+      mo = ao @ self.mo_coeff[spin][:, cols] if n_s else np.zeros((0, 0))
       out.append(mo.reshape(batch, n_s, n_s).astype(np.float32))
       start += n_s
     return out
@@ -119,36 +129,38 @@ def hartree_fock(system: systems.System, basis: str, open_shell: str = 'uhf',
   method = 'RHF' if system.spin == 0 else open_shell.upper()
   if method not in ('RHF', 'UHF', 'ROHF'):
     raise ConfigError(f"pretrain.open_shell={open_shell!r} is not known; use 'uhf' or 'rohf'")
-  mo_coeff, energy = parallel.on_main(
+  mo_coeff, mo_energy, energy = parallel.on_main(
       lambda: _load(mol, basis, method, cache_dir) or _solve(mol, system.name, basis, method))
   nspins = (int(system.electrons[0]), int(system.electrons[1]))
-  hf = HartreeFock(mol, mo_coeff, energy, method, nspins, basis)
+  hf = HartreeFock(mol, mo_coeff, mo_energy, energy, method, nspins, basis)
   if cache_dir and write_cache and parallel.is_main():
     write_cache_file(hf, cache_dir)
   return hf
 
 
 def _load(mol: Any, basis: str, method: str,
-          cache_dir: str | None) -> tuple[np.ndarray, float] | None:
-  """(mo_coeff, energy) from a cache of the same basis and method in cache_dir, if any."""
+          cache_dir: str | None) -> tuple[np.ndarray, np.ndarray, float] | None:
+  """(mo_coeff, mo_energy, energy) from a cache of the same basis and method in cache_dir,
+  if any (a cache written before orbital energies were kept is solved again)."""
   cache = os.path.join(cache_dir, _CACHE) if cache_dir else None
   if not cache or not os.path.exists(cache):
     return None
   try:
     with np.load(cache) as data:
       if str(data['basis']) == basis and str(data['method']) == method and (
-          data['mo_coeff'].shape[1] == mol.nao):
+          data['mo_coeff'].shape[1] == mol.nao) and 'mo_energy' in data:
         mo_coeff, energy = np.asarray(data['mo_coeff']), float(data['energy'])
         logging.info('Hartree-Fock orbitals loaded from %s (%s/%s, E = %.6f Ha)', cache,
                      method, basis, energy)
-        return mo_coeff, energy
+        return mo_coeff, np.asarray(data['mo_energy']), energy
   except runfolder.DAMAGED:
     runfolder.set_aside(cache, 'the SCF is solved again')
   return None
 
 
-def _solve(mol: Any, name: str, basis: str, method: str) -> tuple[np.ndarray, float]:
-  """(mo_coeff (2, n_ao, n_mo), energy) from PySCF."""
+def _solve(mol: Any, name: str, basis: str,
+           method: str) -> tuple[np.ndarray, np.ndarray, float]:
+  """(mo_coeff (2, n_ao, n_mo), mo_energy (2, n_mo), energy) from PySCF."""
   from pyscf import scf
   solver = {'RHF': scf.RHF, 'UHF': scf.UHF, 'ROHF': scf.ROHF}[method]
   t0 = time.time()
@@ -163,9 +175,11 @@ def _solve(mol: Any, name: str, basis: str, method: str) -> tuple[np.ndarray, fl
         "pretrain.basis, pretrain.open_shell='rohf', or pretrain.method='none'")
   mo = np.asarray(mf.mo_coeff)
   mo_coeff = np.stack([mo, mo]) if mo.ndim == 2 else mo
+  e = np.asarray(mf.mo_energy)
+  mo_energy = np.stack([e, e]) if e.ndim == 1 else e
   logging.info('Hartree-Fock %s/%s energy %.6f Ha (%.1f s)', method, basis, energy,
                time.time() - t0)
-  return mo_coeff, energy
+  return mo_coeff, mo_energy, energy
 
 
 def cached_energy(directory: str) -> float | None:
@@ -184,8 +198,37 @@ def write_cache_file(hf: HartreeFock, directory: str) -> None:
 
   def write(tmp: str) -> None:
     with open(tmp, 'wb') as f:
-      np.savez(f, mo_coeff=hf.mo_coeff, energy=hf.energy, basis=hf.basis, method=hf.method)
+      np.savez(f, mo_coeff=hf.mo_coeff, mo_energy=hf.mo_energy, energy=hf.energy,
+               basis=hf.basis, method=hf.method)
   writers.write_atomically(cache, write)
+
+
+Occupation = tuple[tuple[int, ...], tuple[int, ...]]  # occupied orbitals (up, down)
+
+
+def excitations(hf: HartreeFock, k: int) -> list[Occupation]:
+  """The occupations of K determinants: the HF ground state, then the K - 1 spin-conserving
+  single excitations i -> a of lowest gap eps_a - eps_i (ties: spin up first, then by i, a).
+  Raises ConfigError when the basis has fewer than K - 1 of them."""
+  n_mo = hf.mo_energy.shape[-1]
+  ground = tuple(tuple(range(n_s)) for n_s in hf.nspins)
+  singles = []
+  for spin, n_s in enumerate(hf.nspins):
+    for i in range(n_s):
+      for a in range(n_s, n_mo):
+        gap = round(float(hf.mo_energy[spin][a] - hf.mo_energy[spin][i]), 6)
+        singles.append((gap, spin, i, a))
+  if len(singles) < k - 1:
+    raise ConfigError(
+        f'system.states={k} needs {k - 1} single excitations to pretrain from, but '
+        f'pretrain.basis={hf.basis!r} has only {len(singles)} for {hf.mol.nelectron} electrons '
+        "in its ' f'{n_mo} orbitals; use a larger basis (e.g. 'aug-cc-pvdz') or fewer states")
+  out: list[Occupation] = [(ground[0], ground[1])]
+  for _, spin, i, a in sorted(singles)[:k - 1]:
+    occ = [list(ground[0]), list(ground[1])]
+    occ[spin][i] = a
+    out.append((tuple(occ[0]), tuple(occ[1])))
+  return out
 
 
 def make_hf_callback(hf: HartreeFock) -> Callable:
@@ -194,6 +237,32 @@ def make_hf_callback(hf: HartreeFock) -> Callable:
     shapes = [jax.ShapeDtypeStruct((x.shape[0], n, n), jnp.float32) for n in hf.nspins]
     return jax.pure_callback(lambda y: hf.orbitals(y), shapes, x)
   return fn
+
+
+def make_states_callback(hf: HartreeFock, occupations: list[Occupation]) -> Callable:
+  """The orbitals of K determinants as a JAX function of x (batch, 3N): per spin
+  (batch, K, n_s, n_s), state s's occupied orbitals at the electrons."""
+  k = len(occupations)
+
+  def host(y: np.ndarray) -> list[np.ndarray]:
+    per_state = [hf.orbitals(y, occ) for occ in occupations]
+    return [np.stack([p[spin] for p in per_state], axis=1) for spin in range(2)]
+
+  def fn(x: Array) -> list[Array]:
+    shapes = [jax.ShapeDtypeStruct((x.shape[0], k, n, n), jnp.float32) for n in hf.nspins]
+    return jax.pure_callback(host, shapes, x)
+  return fn
+
+
+def hf_slogdet(blocks: list[Array]) -> tuple[Array, Array]:
+  """(sign, log|det Phi_up det Phi_down|) over the leading axes of the spin blocks."""
+  sign: Any = 1.0
+  total: Any = 0.0
+  for block in blocks:
+    if block.shape[-1]:
+      s, ld = jnp.linalg.slogdet(block)
+      sign, total = sign * s, total + ld
+  return sign, total
 
 
 def hf_logabs(blocks: list[Array]) -> Array:
@@ -212,10 +281,10 @@ def target_orbitals(hf_blocks: list[Array], full_det: bool,
   if not full_det or len(hf_blocks) == 1:
     return hf_blocks
   up, down = hf_blocks
-  batch, n_up, n_down = up.shape[0], up.shape[1], down.shape[1]
-  top = jnp.concatenate([up, jnp.zeros((batch, n_up, n_down), up.dtype)], axis=-1)
-  bottom = jnp.concatenate([jnp.zeros((batch, n_down, n_up), up.dtype), down], axis=-1)
-  return [jnp.concatenate([top, bottom], axis=1)]
+  lead, n_up, n_down = up.shape[:-2], up.shape[-1], down.shape[-1]
+  top = jnp.concatenate([up, jnp.zeros(lead + (n_up, n_down), up.dtype)], axis=-1)
+  bottom = jnp.concatenate([jnp.zeros(lead + (n_down, n_up), up.dtype), down], axis=-1)
+  return [jnp.concatenate([top, bottom], axis=-2)]
 
 
 def make_pretrain_step(network: Network, hf: HartreeFock, opts: PretrainSpec,
@@ -229,6 +298,18 @@ def make_pretrain_step(network: Network, hf: HartreeFock, opts: PretrainSpec,
   hf_fn = make_hf_callback(hf)
   tx = optax.adam(opts.lr)
   batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
+  k = network.states.k if network.states else 0
+  if k:  # K states: walkers of K copies, targets the K determinants of `excitations`
+    states_fn = make_states_callback(hf, excitations(hf, k))
+
+    def hf_states_logabs(x: Array) -> Array:
+      """log|det[psi_HF,s(x^j)]| of walkers x (batch, K * 3N)."""
+      sign, logdet = hf_slogdet(states_fn(x.reshape(x.shape[0] * k, -1)))
+      return jax.vmap(states.log_det)(sign.reshape(-1, k, k), logdet.reshape(-1, k, k))[1]
+
+    def states_targets(x: Array) -> list[Array]:
+      """(batch K, K, ...) targets at every copy for every state."""
+      return target_orbitals(states_fn(x.reshape(x.shape[0] * k, -1)), full_det, nspins)
 
   def batch_net_orbitals(params: Params, x: Array) -> list[Array]:
     blocks = jax.vmap(network.orbitals, in_axes=(None, 0))(params, x)
@@ -238,7 +319,7 @@ def make_pretrain_step(network: Network, hf: HartreeFock, opts: PretrainSpec,
 
   def sample_logabs(params: Params, x: Array) -> Array:
     """log of the sampling amplitude: w |psi_HF| + (1 - w) |psi_net|."""
-    log_hf = hf_logabs(hf_fn(x))
+    log_hf = hf_states_logabs(x) if k else hf_logabs(hf_fn(x))
     if w >= 1.0:
       return log_hf
     log_net = batch_logabs(params, x)
@@ -246,17 +327,23 @@ def make_pretrain_step(network: Network, hf: HartreeFock, opts: PretrainSpec,
       return log_net
     return jnp.logaddexp(jnp.log(w) + log_hf, jnp.log1p(-w) + log_net)
 
-  sampler = mcmc.make_sampler(sample_logabs, system, sampling)
+  sampler = mcmc.make_sampler(sample_logabs, system, sampling, max(k, 1))
 
   def loss_fn(params: Params, x: Array, targets: list[Array]) -> Array:
-    blocks = batch_net_orbitals(params, x)
-    losses = [jnp.mean((b - t[:, None]) ** 2) for b, t in zip(blocks, targets, strict=True)]
+    if k:  # every copy's orbitals (batch K, K D, ...) as (batch K, K, D, ...)
+      blocks = [b.reshape(b.shape[0], k, -1, *b.shape[2:])
+                for b in batch_net_orbitals(params, x.reshape(x.shape[0] * k, -1))]
+      losses = [jnp.mean((b - t[:, :, None]) ** 2) for b, t in zip(blocks, targets, strict=True)]
+    else:
+      blocks = batch_net_orbitals(params, x)
+      losses = [jnp.mean((b - t[:, None]) ** 2) for b, t in zip(blocks, targets, strict=True)]
     return typing.cast(Array, sum(losses))
 
   def step(params: Params, opt_state: Any, walkers: MCMCState, key: PRNGKey):  # noqa: ANN202
     used_width = walkers.width
     walkers, pmove = sampler.adapt_step(params, walkers, key)
-    targets = target_orbitals(hf_fn(walkers.x), full_det, nspins)
+    targets = (states_targets(walkers.x) if k
+               else target_orbitals(hf_fn(walkers.x), full_det, nspins))
     loss, grads = jax.value_and_grad(loss_fn)(params, walkers.x, targets)
     updates, opt_state = tx.update(parallel.pmean(grads), opt_state, params)
     params = optax.apply_updates(params, updates)

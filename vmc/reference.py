@@ -16,6 +16,7 @@ from vmc import systems
 
 _PATH = os.path.join(os.path.dirname(__file__), 'data', 'energies.csv')
 _ECP_PATH = os.path.join(os.path.dirname(__file__), 'data', 'energies_ecp.csv')
+_EXCITED_PATH = os.path.join(os.path.dirname(__file__), 'data', 'excited_states.csv')
 
 
 class Reference(NamedTuple):
@@ -60,3 +61,22 @@ def lookup(system: systems.System, tol: float = 1e-3) -> Reference | None:
     hf = float(row['e_hf_limit']) if row['e_hf_limit'] else None
     return Reference(float(row['e_exact']), row['reference_type'], row['source'], hf)
   return None
+
+
+class State(NamedTuple):
+  number: int  # 0 the ground state, in order of energy within the (n_up, n_down) sector
+  label: str  # term symbol, e.g. 2^3S
+  energy: float  # hartree
+  source: str
+
+
+def excited_states(system: systems.System) -> list[State]:
+  """Exact energies of the lowest states of an atom's (n_up, n_down) sector, where vmc
+  ships them (vmc/data/excited_states.csv), for excited-state runs (vmc.states)."""
+  if len(system.atoms) != 1 or system.pseudopotential:
+    return []
+  with open(_EXCITED_PATH, newline='') as f:
+    rows = list(csv.DictReader(f))
+  return [State(int(r['state']), r['label'], float(r['energy']), r['source']) for r in rows
+          if r['system'] == system.name
+          and (int(r['electrons_up']), int(r['electrons_down'])) == tuple(system.electrons)]

@@ -196,6 +196,9 @@ class SystemSpec:
                                           'charge and spin', unset=tuple)
   use_pp: bool = key(False, boolean, 'replace the core electrons of the system.pp.symbols '
                      'atoms by an ECP')
+  states: int = key(0, NON_NEGATIVE, 'excited states: K > 0 trains the K lowest states of '
+                    'the (n_up, n_down) sector together (NES-VMC, docs/excited_states.md); 0: '
+                    'the ground state alone')
   pp: PPSpec = section(PPSpec)
 
 

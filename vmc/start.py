@@ -64,7 +64,7 @@ def find(spec: Spec, model: iteration.Model, seed: int, save_path: str,
     source = save_path if resume else spec.log.restore_path
     if source:
       if resume:
-        writers.check_columns(stats_path, observables.stats_columns(obs))
+        writers.check_columns(stats_path, observables.stats_columns(obs, spec.states))
       return (restore(source, template, spec.batch_size, resume, spec.system),
               resume)
     if os.path.exists(stats_path):
@@ -80,6 +80,8 @@ def find(spec: Spec, model: iteration.Model, seed: int, save_path: str,
       hf = pretrain.hartree_fock(spec.system, spec.pretrain.basis, spec.pretrain.open_shell,
                                  cache_dir=save_path, write_cache=False,
                                  pp_basis=spec.pp.basis if spec.pp else '')
+      if spec.states:
+        pretrain.excitations(hf, spec.states)  # enough of them in the basis, or refused
     return Start(state, None, False, True, hf)
   state = checkpoint.state_from_fields(restored.fields, template)
   if not restored.opt_state_restored:
@@ -224,7 +226,7 @@ def open_stats(spec: Spec, save_path: str, step: int, start: Start,
     return writers.truncate_csv(stats_path, step)
   previous = parallel.on_main(cut)
   _warn_if_stats_lost(spec, previous, step, start)
-  return store, writers.TrainingRows(spec.log.stats_ewm_alpha, previous)
+  return store, writers.TrainingRows(spec.log.stats_ewm_alpha, previous, spec.states)
 
 
 def _warn_if_stats_lost(spec: Spec, previous: dict[str, list[float]], step: int,

@@ -160,11 +160,10 @@ def _train(spec: Spec, model: iteration.Model, state: TrainState, save_path: str
 
   def step(state: TrainState, t: int) -> tuple[TrainState, dict]:
     state, stats = model.iteration.step(state)
-    return state, rows.row(t, {k: float(v) for k, v in
-                               parallel.first(stats._asdict()).items()})
+    return state, rows.row(t, parallel.first(stats._asdict()))
 
   stats_path = os.path.join(save_path, writers.STATS_FILES[spec.mode])
-  with writers.CsvWriter(stats_path, observables.stats_columns(obs),
+  with writers.CsvWriter(stats_path, observables.stats_columns(obs, spec.states),
                          enabled=parallel.is_main()) as csv:
     streak = loop.NanStreak(spec.debug.max_bad_steps, lambda accepted: start_lib.blame(
         spec, accepted, start, save_path))

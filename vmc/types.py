@@ -57,7 +57,8 @@ LocalEnergyFn = EnergyTerm  # the sum of the terms: (params, x) -> E_L, one walk
 
 class BatchEnergyFn(Protocol):
   def __call__(self, params: Params, x: Array, key: PRNGKey | None = None, /) -> Array:
-    """Local energies (or one term of them) of a batch x (batch, 3N) -> (batch,); key
+    """Local energies (or one term of them) of a batch x (batch, 3N) -> (batch,), or
+    (batch, K, K) local energy matrices of K excited states (vmc.states); key
     drives the random parts of a stochastic estimator (None: its deterministic form)."""
 
 
@@ -93,6 +94,8 @@ class StepStats(NamedTuple):
   width: Array  # move width of this iteration's moves, bohr
   learning_rate: Array
   rejected: Array  # 1.0 if the step was non-finite and rolled back, else 0.0
+  # the mean local energy matrix (K, K) of K excited states (vmc.states); () = energy
+  energy_matrix: Array
 
 
 # ----------------------------------------------------------------------------------------
@@ -132,7 +135,8 @@ class Sampler(NamedTuple):
 
 class AuxData(NamedTuple):
   variance: Array  # variance of the unclipped local energies over all walkers
-  local_energy: Array  # (batch_per_device,)
+  local_energy: Array  # (batch_per_device,): E_L, or its trace for excited states
+  energy_matrix: Array  # mean over all walkers of E_L: () or (K, K) for excited states
 
 
 class LossFn(Protocol):
@@ -162,6 +166,7 @@ class UpdateStats(NamedTuple):
   energy: Array  # the loss: mean local energy at the parameters before the update
   variance: Array
   learning_rate: Array
+  energy_matrix: Array  # AuxData.energy_matrix
 
 
 class OptInitFn(Protocol):

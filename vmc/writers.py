@@ -7,15 +7,36 @@ import csv
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self
 
+import numpy as np
 from absl import logging
 
 # The statistics file of each mode of a run: one row per iteration.
 STATS_FILES = {'training': 'train_stats.csv', 'evaluation': 'eval_stats.csv'}
 TRAIN_COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'move_width',
                  'learning_rate', 'rejected', 'wall_time')
+
+
+def state_columns(states: int) -> tuple[str, ...]:
+  """The columns of K excited states (after TRAIN_COLUMNS, whose energy is then the trace,
+  the sum of the K energies): energy_i, the eigenvalues of the iteration's mean energy
+  matrix (for the eye: the run's estimates come from the mean over iterations), and
+  E_i_j, the matrix itself (vmc.states.analyse)."""
+  return (tuple(f'energy_{i}' for i in range(states))
+          + tuple(f'E_{i}_{j}' for i in range(states) for j in range(states)))
+
+
+def energy_matrices(stats: dict, states: int) -> np.ndarray:
+  """(T, K, K) from the E_i_j columns of a statistics table."""
+  return np.stack([np.stack([np.asarray(stats[f'E_{i}_{j}']) for j in range(states)], -1)
+                   for i in range(states)], -2)
+
+
+def states_of(columns: Iterable[str]) -> int:
+  """K of a statistics file's columns (0: a ground-state run)."""
+  return sum(1 for c in columns if c.startswith('energy_') and c[7:].isdigit())
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> None:
@@ -157,7 +178,8 @@ class TrainingRows:
   """Rows of train_stats.csv/eval_stats.csv from each iteration's statistics (host
   floats), with FermiNet's ewmean/ewvar and a wall time that continues a resumed run's."""
 
-  def __init__(self, alpha: float, previous: dict[str, list[float]]) -> None:
+  def __init__(self, alpha: float, previous: dict[str, list[float]], states: int = 0) -> None:
+    self.states = states
     self.moments = ExponentialMoments(alpha)
     self.energies = list(previous.get('energy', []))
     for e in self.energies:
@@ -166,20 +188,34 @@ class TrainingRows:
     self.time_offset = float(walls[-1]) if len(walls) else 0.0
     self.t_start = time.time()
 
-  def row(self, t: int, s: dict[str, float]) -> dict:
-    """s: the iteration's energy, variance, pmove, width, learning_rate, rejected."""
-    self.energies.append(s['energy'])
-    ewmean, ewvar = self.moments.update(s['energy'])
-    return dict(step=t, energy=s['energy'], ewmean=ewmean, ewvar=ewvar, pmove=s['pmove'],
-                variance=s['variance'], move_width=s['width'],
-                learning_rate=s['learning_rate'], rejected=int(s['rejected']),
-                wall_time=self.time_offset + time.time() - self.t_start)
+  def row(self, t: int, s: dict[str, Any]) -> dict:
+    """s: the iteration's StepStats as host arrays (energy, variance, pmove, width,
+    learning_rate, rejected, energy_matrix)."""
+    energy = float(s['energy'])
+    self.energies.append(energy)
+    ewmean, ewvar = self.moments.update(energy)
+    row = dict(step=t, energy=energy, ewmean=ewmean, ewvar=ewvar, pmove=float(s['pmove']),
+               variance=float(s['variance']), move_width=float(s['width']),
+               learning_rate=float(s['learning_rate']), rejected=int(s['rejected']),
+               wall_time=self.time_offset + time.time() - self.t_start)
+    if self.states:
+      matrix = np.asarray(s['energy_matrix'], np.float64)
+      with np.errstate(all='ignore'):
+        values = (np.sort(np.linalg.eigvals(matrix).real) if np.all(np.isfinite(matrix))
+                  else np.full(self.states, np.nan))
+      row.update({f'energy_{i}': float(v) for i, v in enumerate(values)})
+      row.update({f'E_{i}_{j}': float(matrix[i, j]) for i in range(self.states)
+                  for j in range(self.states)})
+    return row
 
 
 def progress_text(row: dict) -> str:
-  """The progress line of a training or evaluation row."""
-  return (f'E={row["energy"]:.6f} Ha  ewmean={row["ewmean"]:.6f}  var={row["variance"]:.4f}'
-          f'  pmove={row["pmove"]:.2f}  width={row["move_width"]:.3f}')
+  """The progress line of a training or evaluation row (with K states: their energies
+  this iteration, and the trace's)."""
+  states = [row[f'energy_{i}'] for i in range(states_of(row))]
+  head = ('E_i=[' + ', '.join(f'{e:.5f}' for e in states) + '] Ha  trace ') if states else 'E='
+  return (f'{head}{row["energy"]:.6f} Ha  ewmean={row["ewmean"]:.6f}  '
+          f'var={row["variance"]:.4f}  pmove={row["pmove"]:.2f}  width={row["move_width"]:.3f}')
 
 
 class ExponentialMoments:

@@ -12,6 +12,11 @@ Laplacian (None when it has none; the Hamiltonian then uses folx).
 `apply_at(params, x, atoms)` is `apply` with the nuclei at `atoms` (n_atoms, 3) instead of
 the system's: the networks see the nuclei only through electron-nucleus vectors, so this
 is psi with the nuclei moved and the parameters kept (forces differentiate it).
+
+With K > 0 excited states (`make_network(..., states=K)`), the network has K heads on
+shared features, and `apply` etc. are those of the total wavefunction det[psi_i(x^j)] of a
+walker of K copies of the electrons, x (K * n_electrons * 3,) (vmc.states); the per-state
+functions of one copy are in `Network.states`, and `orbitals` takes one copy.
 """
 
 from __future__ import annotations
@@ -24,10 +29,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vmc import systems
+from vmc import states as states_lib, systems
 from vmc.spec import NetworkSpec
 from vmc.networks import ferminet, ferminet_laplacian, orbitals, psiformer
 from vmc.types import Array, LaplacianFn, Params, PRNGKey
+
+
+class States(NamedTuple):
+  """The K states' functions of one copy of the electrons x (n_electrons * 3,)."""
+  k: int  # K, the number of states
+  apply: Callable[[Params, Array], tuple[Array, Array]]  # -> (signs (K,), log|psi_i| (K,))
+  sampling_apply: Callable[[Params, Array], tuple[Array, Array]]  # the same, cheaper path
+  laplacian: LaplacianFn | None  # -> (lap log|psi_i| (K,), grad (K, 3N)); None: folx
 
 
 class Network(NamedTuple):
@@ -42,6 +55,7 @@ class Network(NamedTuple):
   # (params, x, atoms (n_atoms, 3)) -> (sign, log|psi|) with the nuclei at `atoms`.
   apply_at: Callable[[Params, Array, Array], tuple[Array, Array]]
   laplacian: LaplacianFn | None = None  # (params, x) -> (lap log|psi|, grad log|psi|)
+  states: States | None = None  # K > 0 excited states: apply etc. are of det[psi_i(x^j)]
 
   def logabs(self, params: Params, x: Array) -> Array:
     """log|psi| of one walker."""
@@ -54,8 +68,8 @@ class Network(NamedTuple):
 ECP_SOFTENING = 0.5
 
 
-def make_module(system: systems.System, net: NetworkSpec) -> nn.Module:
-  """The flax module of the specified ansatz for `system`."""
+def make_module(system: systems.System, net: NetworkSpec, states: int = 0) -> nn.Module:
+  """The flax module of the specified ansatz for `system` (K = states heads if > 0)."""
   atoms = tuple((float(a.coords[0]), float(a.coords[1]), float(a.coords[2]))
                 for a in system.atoms)
   nspins = (int(system.electrons[0]), int(system.electrons[1]))
@@ -64,7 +78,7 @@ def make_module(system: systems.System, net: NetworkSpec) -> nn.Module:
   head = orbitals.HeadOptions(
       determinants=net.determinants, full_det=net.full_det, envelope_type=net.envelope_type,
       envelope_shared=net.envelope_shared, bias_orbitals=net.bias_orbitals,
-      jastrow=net.jastrow)
+      jastrow=net.jastrow, states=states)
   if net.network_type == 'psiformer':
     p = net.psiformer
     return psiformer.Psiformer(
@@ -76,9 +90,10 @@ def make_module(system: systems.System, net: NetworkSpec) -> nn.Module:
                            head=head, soft=soft)
 
 
-def make_network(system: systems.System, net: NetworkSpec) -> Network:
-  """Builds the specified network for `system` (the spec is read here, not later)."""
-  module = make_module(system, net)
+def make_network(system: systems.System, net: NetworkSpec, states: int = 0) -> Network:
+  """Builds the specified network for `system` (the spec is read here, not later); with
+  states = K > 0 the network of K states (module docstring)."""
+  module = make_module(system, net, states)
   x0 = jnp.zeros((system.n_electrons * 3,), jnp.float32)
 
   def init(key: PRNGKey) -> Params:
@@ -93,18 +108,26 @@ def make_network(system: systems.System, net: NetworkSpec) -> Network:
   def orbitals_fn(params: Params, x: Array) -> list[Array]:
     return typing.cast(list[Array], module.apply(params, x, method='orbitals'))
 
-  if not isinstance(module, ferminet.FermiNet):
-    # No hand-written forward Laplacian: the Hamiltonian's 'forward' method uses folx.
-    return Network(init=init, apply=apply, orbitals=orbitals_fn,
-                   sampling_logabs=lambda params, x: apply(params, x)[1],
-                   sampling_apply=apply, apply_at=apply_at)
+  sampling_apply: Callable[[Params, Array], tuple[Array, Array]] = apply
+  laplacian: LaplacianFn | None = None  # the Hamiltonian's 'forward' method then uses folx
+  if isinstance(module, ferminet.FermiNet):
+    ferminet_module = module
 
-  def laplacian(params: Params, x: Array) -> tuple[Array, Array]:
-    return ferminet_laplacian.laplacian(module, params, x)
+    def laplacian(params: Params, x: Array) -> tuple[Array, Array]:
+      return ferminet_laplacian.laplacian(ferminet_module, params, x)
 
-  def sampling_apply(params: Params, x: Array) -> tuple[Array, Array]:
-    return ferminet_laplacian.sign_logabs(module, params, x)
+    def sampling_apply(params: Params, x: Array) -> tuple[Array, Array]:
+      return ferminet_laplacian.sign_logabs(ferminet_module, params, x)
 
+  if states:
+    total = states_lib.total(apply, states)
+    cheap_total = states_lib.total(sampling_apply, states)
+    return Network(init=init, apply=total, orbitals=orbitals_fn,
+                   sampling_logabs=lambda params, x: cheap_total(params, x)[1],
+                   sampling_apply=cheap_total,
+                   apply_at=lambda params, x, atoms: states_lib.total(
+                       lambda p, y: apply_at(p, y, atoms), states)(params, x),
+                   states=States(states, apply, sampling_apply, laplacian))
   return Network(init=init, apply=apply, orbitals=orbitals_fn, laplacian=laplacian,
                  sampling_logabs=lambda params, x: sampling_apply(params, x)[1],
                  sampling_apply=sampling_apply, apply_at=apply_at)

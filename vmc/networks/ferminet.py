@@ -88,7 +88,13 @@ class FermiNet(orbitals_lib.Ansatz):
       new_h1 = jnp.tanh(nn.Dense(width1, name=ONE_ELECTRON.format(layer))(f))
       h1 = new_h1 + h1 if new_h1.shape == h1.shape else new_h1
       if layer < n_layers - 1:  # the last two-electron layer would feed nothing
-        new_h2 = jnp.tanh(nn.Dense(width2, name=TWO_ELECTRON.format(layer))(h2))
+        dense2 = nn.Dense(width2, name=TWO_ELECTRON.format(layer))
+        if self.head.states:
+          # Pairs as one axis: under the vmap over the K copies, kfac-jax's graph matcher
+          # then still sees a repeated dense layer (batch, copy, pair), not a generic one.
+          new_h2 = jnp.tanh(dense2(h2.reshape(n * n, -1))).reshape(n, n, -1)
+        else:
+          new_h2 = jnp.tanh(dense2(h2))
         h2 = new_h2 + h2 if new_h2.shape == h2.shape else new_h2
     return orbitals_lib.wavefunction(h1, x, ae, r_ae, self.nspins, self.head,
                                      orbitals_only)

@@ -183,9 +183,27 @@ def _slogdet_laplacian(a: jnp.ndarray, a_j: jnp.ndarray, a_l: jnp.ndarray
   return sign, logdet, grad, lap
 
 
+def _sum_of_determinants(sign: Any, logdet: Any, grad: Any, lap: Any, states: int
+                         ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """sign, log|psi|, lap log|psi| and grad log|psi| of psi = sum_d sign_d exp(logdet_d)
+  from each determinant's (D,), (D,), grad (D, 3N), lap (D,); with states = K > 0 one
+  psi per state, over its D / K consecutive determinants: (K,), (K,), (K,), (K, 3N).
+  The weights w_d = psi_d / psi sum to one."""
+  det_sign = jnp.broadcast_to(sign, jnp.shape(logdet))
+  if states:
+    det_sign, logdet, lap = (jnp.reshape(a, (states, -1)) for a in (det_sign, logdet, lap))
+    grad = jnp.reshape(grad, (states, -1, grad.shape[-1]))
+  sign, logabs = orbitals.logdet_sum(det_sign, logdet)
+  weights = det_sign * sign[..., None] * jnp.exp(logdet - logabs[..., None])
+  grad_psi = jnp.einsum('...d,...dc->...c', weights, grad)
+  lap_psi = jnp.sum(weights * (lap + jnp.sum(grad * grad, axis=-1)), axis=-1)
+  return sign, logabs, lap_psi - jnp.sum(grad_psi * grad_psi, axis=-1), grad_psi
+
+
 def laplacian(module: ferminet.FermiNet, params: Mapping[str, Any],
               x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(lap log|psi|, grad log|psi| (3N,)) of one walker; same parameters as `module`."""
+  """(lap log|psi|, grad log|psi| (3N,)) of one walker; same parameters as `module`. With
+  module.head.states = K: one per state, (K,) and (K, 3N)."""
   return _evaluate(module, params, x)[2:]
 
 
@@ -227,7 +245,7 @@ def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarr
   h1_v, h1_j, h1_l = h1  # config.resolve guarantees at least one layer: h1_j is dense
 
   opts = module.head
-  k_det = opts.determinants
+  k_det = opts.all_determinants
   blocks = []
   for spin, (n_s, lo) in enumerate(((n_up, 0), (n_down, n_up))):
     if n_s == 0:
@@ -268,13 +286,8 @@ def _evaluate(module: ferminet.FermiNet, params: Mapping[str, Any], x: jnp.ndarr
   for a, a_j, a_l in parts:
     s, ld, g, lp = _slogdet_laplacian(a, a_j, a_l)
     sign, logdet, grad, lap = sign * s, logdet + ld, grad + g, lap + lp
-  # psi = sum_d sign_d exp(logdet_d): weights w_d = psi_d / psi sum to one.
-  det_sign = sign
-  sign, logabs = orbitals.logdet_sum(det_sign, logdet)
-  weights = det_sign * sign * jnp.exp(logdet - logabs)
-  grad_psi = weights @ grad
-  lap_psi = jnp.sum(weights * (lap + jnp.sum(grad * grad, axis=-1)))
-  lap_log = lap_psi - jnp.sum(grad_psi * grad_psi)
+  sign, logabs, lap_log, grad_psi = _sum_of_determinants(sign, logdet, grad, lap,
+                                                         opts.states)
   if opts.jastrow == 'simple_ee':  # log|psi| = J + log|sum_d det_d|: derivatives add up
     jp = p[orbitals.JASTROW]
     j_v, j_grad, j_lap = jastrows.simple_ee_derivatives(x, module.nspins, jp[jastrows.PARALLEL][0],

@@ -3,6 +3,10 @@
   phi_k^d(r_i) = (w_k^d . h_i) env_k^d(r_i)          one weight set per spin channel
   psi = exp(J) sum_d det[phi^d]                      dense N x N, or up block x down block
 
+With `states` = K > 0 the head is K heads on the same features: determinants d run over
+K x D (state-major), and psi_s = exp(J) sum_{d of state s} det[phi^d], one (sign, log|psi_s|)
+per state (the ansatz of natural excited states, vmc.states).
+
 `orbital_blocks` and `jastrow` create their parameters in the calling module's scope
 (call them from inside a compact method), under the names below (ORBITALS, ENVELOPE,
 JASTROW), which the forward Laplacian reads back.
@@ -32,6 +36,12 @@ class HeadOptions(NamedTuple):
   envelope_shared: bool = False
   bias_orbitals: bool = False
   jastrow: str = 'none'
+  states: int = 0  # 0: one wavefunction; K > 0: K of them, (K,) signs and log|psi|
+
+  @property
+  def all_determinants(self) -> int:
+    """Determinants of all states together (the orbital layer's count)."""
+    return self.determinants * max(self.states, 1)
 
 
 def logdet_sum(signs: ArrayLike, logdets: ArrayLike) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -56,19 +66,21 @@ def orbital_blocks(h: jnp.ndarray, ae: jnp.ndarray, r_ae: jnp.ndarray,
       continue
     n_orb = n_electrons if opts.full_det else n_s
     own = slice(start, start + n_s)
-    orb = nn.Dense(opts.determinants * n_orb, use_bias=opts.bias_orbitals,
+    n_det = opts.all_determinants
+    orb = nn.Dense(n_det * n_orb, use_bias=opts.bias_orbitals,
                    name=ORBITALS.format(spin))(h[own])
-    env = envelopes.Envelope(opts.envelope_type, n_orb, opts.determinants,
+    env = envelopes.Envelope(opts.envelope_type, n_orb, n_det,
                              opts.envelope_shared, name=ENVELOPE.format(spin))(ae[own], r_ae[own])
-    orb = (orb * env).reshape(n_s, opts.determinants, n_orb)
+    orb = (orb * env).reshape(n_s, n_det, n_orb)
     blocks.append(jnp.transpose(orb, (1, 0, 2)))
     start += n_s
   return blocks
 
 
-def log_determinants(blocks: list[jnp.ndarray],
-                     full_det: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(sign, log|sum_d det_d|) from the orbital blocks."""
+def log_determinants(blocks: list[jnp.ndarray], full_det: bool,
+                     states: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(sign, log|sum_d det_d|) from the orbital blocks; with states K > 0 one per state,
+  (K,) each, the determinants being K x D state-major."""
   sign: jnp.ndarray | float
   logdet: jnp.ndarray | float
   if full_det:
@@ -78,6 +90,9 @@ def log_determinants(blocks: list[jnp.ndarray],
     for block in blocks:
       s, ld = jnp.linalg.slogdet(block)
       sign, logdet = sign * s, logdet + ld
+  if states:
+    shape = (states, -1)
+    return logdet_sum(jnp.reshape(sign, shape), jnp.reshape(logdet, shape))
   return logdet_sum(sign, logdet)
 
 
@@ -91,12 +106,13 @@ def jastrow(x: jnp.ndarray, nspins: tuple[int, int], kind: str) -> jnp.ndarray:
 def wavefunction(h: jnp.ndarray, x: jnp.ndarray, ae: jnp.ndarray, r_ae: jnp.ndarray,
                  nspins: tuple[int, int], opts: HeadOptions,
                  orbitals_only: bool) -> tuple[jnp.ndarray, jnp.ndarray] | list[jnp.ndarray]:
-  """(sign, log|psi|) of one walker from its final electron features h (n, F), or with
-  orbitals_only the orbital blocks. Call from the ansatz's compact __call__."""
+  """(sign, log|psi|) of one walker from its final electron features h (n, F) ((K,) each
+  with opts.states = K), or with orbitals_only the orbital blocks. Call from the ansatz's
+  compact __call__."""
   blocks = orbital_blocks(h, ae, r_ae, nspins, opts)
   if orbitals_only:
     return blocks
-  sign, logabs = log_determinants(blocks, opts.full_det)
+  sign, logabs = log_determinants(blocks, opts.full_det, opts.states)
   return sign, logabs + jastrow(x, nspins, opts.jastrow)
 
 

@@ -25,6 +25,7 @@ def make(a: AdamSpec, lr_spec: LearningRateSpec, objective: Objective) -> Optimi
     (energy, aux), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, key, x)
     updates, opt_state = tx.update(parallel.pmean(grads), opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, UpdateStats(energy, aux.variance, lr(step.astype(jnp.float32)))
+    return params, opt_state, UpdateStats(energy, aux.variance, lr(step.astype(jnp.float32)),
+                                          aux.energy_matrix)
 
   return Optimizer(init=init, update=update)

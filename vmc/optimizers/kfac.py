@@ -150,6 +150,6 @@ def make(k: KfacSpec, lr: LearningRateSpec, objective: Objective) -> Optimizer:
                              lambda: step(params, opt_state, key, x, False))
     params, opt_state, stats = stepped
     return params, opt_state, UpdateStats(stats['loss'], stats['aux'].variance,
-                                          stats['learning_rate'])
+                                          stats['learning_rate'], stats['aux'].energy_matrix)
 
   return Optimizer(init=init, update=update)

@@ -139,6 +139,6 @@ def make(s: MinsrSpec | SpringSpec, lr_spec: LearningRateSpec,
     coefficient = jnp.minimum(1.0, jnp.sqrt(s.norm_constraint / (rate**2 * jnp.sum(phi**2))))
     params = unravel(flat - (coefficient * rate) * phi)
     new_state = SpringState(phi=phi) if spring else opt_state
-    return params, new_state, UpdateStats(energy, aux.variance, rate)
+    return params, new_state, UpdateStats(energy, aux.variance, rate, aux.energy_matrix)
 
   return Optimizer(init=init, update=update)

@@ -1,0 +1,30 @@
+#!/bin/bash
+# The measured runs of docs/excited_states.md, one after the other (about 45 minutes on 2
+# CPU cores). Run from the repository root; PYTHON=... picks the interpreter. Each system
+# trains (configs/excited.py and flags), then evaluates the frozen states with dipoles.
+cd "$(dirname "$0")/.."
+O=checkpoints/excited
+mkdir -p $O
+P=${PYTHON:-python}
+log() { echo "$(date +%T) $*" >> $O/queue.log; }
+train_eval() {  # name, evaluation iterations, flags
+  local name=$1 eval_iterations=$2; shift 2
+  $P -m vmc --config configs/excited.py "$@" --config.log.save_path=$O/$name \
+    > $O/$name.log 2>&1; log $name $?
+  $P -m vmc --config configs/excited.py "$@" --config.optim.optimizer=none \
+    --config.optim.iterations=$eval_iterations --config.observables.dipole=True \
+    --config.log.restore_path=$O/$name --config.log.save_path=$O/${name}_eval \
+    > $O/${name}_eval.log 2>&1; log ${name}_eval $?
+}
+log start
+# He, three states (1^1S, 2^3S, 2^1S), three seeds.
+for seed in 1 2 3; do
+  train_eval he_s$seed 2000 --config.debug.seed=$seed
+done
+# H2 at 1.4011 bohr: four states (X, b, a, B); the reference is
+# python scripts/excited_reference.py --molecule=H2 --basis=aug-cc-pvtz --roots=8
+train_eval h2 2000 --config.debug.seed=1 --config.system.atom= --config.system.molecule=H2 \
+  --config.system.states=4
+# Li: 2^2S and one 2^2P component.
+train_eval li 2000 --config.debug.seed=1 --config.system.atom=Li --config.system.states=2
+log done
