@@ -20,7 +20,8 @@ iteration, compile seconds (first iteration), peak memory (the highest over roun
 lowest; host RSS on CPU, device peak on GPU), walker-steps per second (batch * mcmc.steps /
 s) and the median variance of the local energy over the timed iterations. --pp off,ccecp
 times each system all-electron and
-with ccECP pseudopotentials (docs/pseudopotentials.md). --profile also times the
+with ccECP pseudopotentials (docs/pseudopotentials.md); --states 0,3 times the ground state
+and three excited states (docs/excited_states.md). --profile also times the
 Metropolis sampling, the local energy and the loss's value and gradient alone (and, with
 --pp ccecp, the nonlocal ECP term alone): the split sampling / local energy / gradient
 (the rest of value and gradient) / optimizer (the remainder of the iteration: for KFAC
@@ -85,6 +86,7 @@ def make_config(case: dict):
   cfg.mcmc.steps = case['mcmc_steps']
   cfg.pretrain.method = 'none'
   cfg.system.use_pp = case.get('pp') == 'ccecp'
+  cfg.system.states = case.get('states', 0)
   cfg.debug.seed = 7
   return cfg
 
@@ -129,7 +131,8 @@ def run_case(case: dict) -> dict:
     times.append(time.perf_counter() - start)
     variances.append(float(parallel.first(stats.variance)))
   result = dict(
-      system=case['system'] + (' (ccECP)' if spec.pp else ''),
+      system=case['system'] + (' (ccECP)' if spec.pp else '') + (
+          f' (states={spec.states})' if spec.states else ''),
       hamiltonian=spec.system.hamiltonian, electrons=spec.system.n_electrons,
       batch=case['batch_size'], network=case['network'],
       params=networks.count_parameters(parallel.first(state.params)),
@@ -313,6 +316,8 @@ def main(argv=None):
   parser.add_argument('--mcmc_steps', type=int, default=10)
   parser.add_argument('--chunk', type=int, default=0,
                       help='optim.local_energy_chunk_size (0: each checkout\'s default)')
+  parser.add_argument('--states', default='0', help='comma-separated system.states, e.g. '
+                      '0,3: the ground state alone and three excited states')
   parser.add_argument('--pp', default='off', help="'off', 'ccecp' or both ('off,ccecp'): "
                       'all-electron, or with ccECP pseudopotentials on the atoms beyond He')
   parser.add_argument('--profile', action='store_true',
@@ -346,8 +351,10 @@ def main(argv=None):
     parser.error(f"--pp {args.pp}: use 'off', 'ccecp' or 'off,ccecp'")
   cases = [dict(system=s, network=n, laplacian=l, optimizer=o,
                 batch_size=args.batch_size, iterations=args.iterations,
-                mcmc_steps=args.mcmc_steps, chunk=args.chunk, profile=args.profile, pp=pp)
+                mcmc_steps=args.mcmc_steps, chunk=args.chunk, profile=args.profile, pp=pp,
+                **({'states': int(k)} if int(k) else {}))
            for s in args.system.split(',') for pp in args.pp.split(',')
+           for k in args.states.split(',')
            for n in args.network.split(',')
            for o in args.optimizer.split(',') for l in args.laplacian.split(',')]
   try:

@@ -115,6 +115,22 @@ def test_two_devices_train_with_identical_parameters_and_checkpoint_all_walkers(
 
 
 @pytest.mark.slow
+def test_excited_states_train_on_two_devices(tmp_path):
+  """K = 2 states on two devices from HF excitations: the same parameters on both, the
+  states' columns written, walkers of 2 copies checkpointed."""
+  proc = _worker(tmp_path / 'two.npz',
+                 {'batch_size': 32, 'optim.iterations': 4, 'system.states': 2,
+                  'pretrain.method': '"hf"', 'pretrain.basis': '"aug-ccpvdz"',
+                  'pretrain.iterations': 5, 'log.save_path': '"run"'}, tmp_path, _env(2))
+  _finish(proc)
+  result = np.load(tmp_path / 'two.npz')
+  assert int(result['devices']) == 2 and float(result['device_spread']) == 0.0
+  assert np.all(np.isfinite(result['energies']))
+  with np.load(checkpoint.list_checkpoints(str(tmp_path / 'run'))[-1][1]) as data:
+    assert [data[k] for k in data.files if k.startswith('walkers/')][0].shape == (32, 12)
+
+
+@pytest.mark.slow
 def test_two_devices_sample_the_same_energy_as_one(tmp_path, make_tiny_config):
   """A fixed wavefunction (trained, then learning rate 0) sampled on 1 and on 2 devices."""
   cfg = make_tiny_config('He', batch_size=128, **{'mcmc.steps': 10})

@@ -168,7 +168,7 @@ BAD_VALUES = {
     'system.spin': [1, -2],
     'system.electrons': [(1,), (-1, 1), (2, 1, {'system.charge': 1})],
     'system.use_pp': ['yes', True],  # True on He: no atom to put a pseudopotential on
-    'system.states': [-1, 2.5, 17, (2, {'observables.s2': True}), (2, PP)],
+    'system.states': [-1, 2.5, 17, (2, {'observables.density': 'radial'})],
     'system.pp.type': [('bfd', PP)],
     'system.pp.basis': [(5, PP)],
     'system.pp.symbols': [(('Cl',), PP), ((1,), PP)],

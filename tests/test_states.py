@@ -35,7 +35,7 @@ def test_energy_matrix_of_exact_hydrogen_states_is_diagonal_and_exact(method):
   apply = _hydrogen_states(names)
   with enable_x64(True):
     local = hamiltonian.make_local_energy(apply, HYDROGEN, method)
-    matrix = jax.jit(jax.vmap(hamiltonian.energy_matrix(local, apply, 3), in_axes=(None, 0)))
+    matrix = jax.jit(hamiltonian.batched_states(local, apply, 3))
     x = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (16, 9), jnp.float64)
     e = np.asarray(matrix(None, x))
   want = np.diag([EXACT[n] for n in names])
@@ -84,7 +84,7 @@ def test_oscillator_strength_of_hydrogen_1s_2pz_matches_the_exact_value():
     w = np.exp(np.asarray(log_psi2) - log_q)
     w /= w.sum()
     local = hamiltonian.make_local_energy(apply, HYDROGEN, 'loop')
-    e = jax.vmap(hamiltonian.energy_matrix(local, apply, 2), in_axes=(None, 0))(None, x[:64])
+    e = hamiltonian.batched_states(local, apply, 2)(None, x[:64])
     d = jax.vmap(states.dipole_matrices)(sign, logabs, x)
   d_mean = np.einsum('n,ncij->cij', w, np.asarray(d))
   e_mean = np.mean(np.asarray(e), axis=0)
@@ -197,3 +197,48 @@ def test_psiformer_states_train(tmp_path, make_tiny_config):
   _run(make_tiny_config, tmp_path / 'psi', 3, **{'system.states': 2, **TINY_PSIFORMER})
   stats = analysis.read_stats(str(tmp_path / 'psi'))
   assert np.all(np.isfinite(stats['energy'])) and 'E_1_1' in stats
+
+
+def test_spin_matrix_of_a_singlet_and_a_triplet_is_diagonal_and_exact():
+  """Two electrons (one up, one down): a symmetric spatial function is a singlet (<S^2> =
+  0), an antisymmetric one the M_S = 0 triplet (2), at every configuration."""
+  def phi(r):
+    return jnp.exp(-jnp.linalg.norm(r)), jnp.exp(-0.5 * jnp.linalg.norm(r)) * (r[2] + 0.3)
+
+  def apply(params, x):
+    del params
+    (a1, b1), (a2, b2) = phi(x[:3]), phi(x[3:])
+    values = jnp.stack([a1 * b2 + b1 * a2, a1 * b2 - b1 * a2])
+    return jnp.sign(values), jnp.log(jnp.abs(values))
+
+  with enable_x64(True):
+    x = jax.random.normal(jax.random.PRNGKey(3), (8, 12), jnp.float64)
+    s = jax.vmap(lambda y: states.spin_matrix(apply, None, y, 2, (1, 1)))(x)
+  np.testing.assert_allclose(s, np.broadcast_to(np.diag([0.0, 2.0]), s.shape), atol=1e-9)
+  est = states.analyse(np.broadcast_to(np.diag([-1.0, -0.5]), (40, 2, 2)),
+                       spins=np.asarray(s[:1].repeat(40, 0)))
+  np.testing.assert_allclose(est.s2, [0.0, 2.0], atol=1e-9)
+
+
+def test_nonlocal_ecp_term_of_each_state_is_that_states_own(tmp_path, make_tiny_config):
+  """With a ccECP (Mg: two valence electrons), the nonlocal term of K = 2 states at each
+  copy is, column by column, the one-state term of each state's wavefunction (the same
+  random rotations); and a K = 2 run with the ECP trains."""
+  from vmc import networks, pseudopotential
+  cfg = make_tiny_config('Mg', **{'system.use_pp': True, 'system.states': 2})
+  spec = config_lib.resolve(cfg)
+  net = networks.make_network(spec.system, spec.network, 2)
+  params = net.init(jax.random.PRNGKey(0))
+  x = 1.5 * jax.random.normal(jax.random.PRNGKey(4), (6, 6), jnp.float32)
+  key = jax.random.PRNGKey(5)
+  both = pseudopotential.nonlocal_term(net.states.sampling_apply, spec.system)(params, x, key)
+  assert both.shape == (6, 2)
+  for i in range(2):
+    one = pseudopotential.nonlocal_term(
+        lambda p, y, i=i: tuple(a[i] for a in net.states.sampling_apply(p, y)),
+        spec.system)(params, x, key)
+    np.testing.assert_allclose(both[:, i], one, rtol=1e-5, atol=1e-6)
+  assert np.any(np.abs(np.asarray(both)) > 1e-3)  # the electrons reach the ECP's range
+  _run(make_tiny_config, tmp_path / 'mg', 3, **{'system.atom': 'Mg', 'system.use_pp': True,
+                                              'system.states': 2})
+  assert np.all(np.isfinite(analysis.read_stats(str(tmp_path / 'mg'))['E_1_1']))

@@ -112,8 +112,8 @@ def summarize_states(tail: dict[str, np.ndarray], k: int, blocks: int = 20) -> d
   (vmc.states.analyse over the rows of `tail`). 'energy' becomes the lowest state's (the
   trace of the matrix, the loss, stays as 'trace')."""
   from vmc import observables, states  # noqa: PLC0415
-  dipoles = observables.dipole_matrices(tail, k)
-  est = states.analyse(writers.energy_matrices(tail, k), dipoles, blocks)
+  est = states.analyse(writers.energy_matrices(tail, k), observables.dipole_matrices(tail, k),
+                       observables.spin_matrices(tail, k), blocks)
   out: dict[str, Any] = {
       'states': k, 'trace': float(np.mean(tail['energy'])), 'state_energies': est.energies.tolist(),
       'state_energy_errors': est.energy_errors.tolist(),
@@ -123,6 +123,9 @@ def summarize_states(tail: dict[str, np.ndarray], k: int, blocks: int = 20) -> d
       'excitation_energy_errors_ev': (est.excitation_errors * states.EV_PER_HARTREE).tolist(),
       'jackknife_blocks': est.blocks,
       'energy': float(est.energies[0]), 'energy_error': float(est.energy_errors[0])}
+  if est.s2 is not None:
+    out['state_s2'] = est.s2.tolist()
+    out['state_s2_errors'] = est.s2_errors.tolist() if est.s2_errors is not None else None
   if est.oscillator_strengths is not None:
     out['oscillator_strengths'] = est.oscillator_strengths.tolist()
     out['oscillator_strength_errors'] = (est.oscillator_errors.tolist()
@@ -206,6 +209,10 @@ def state_lines(summary: dict) -> list[str]:
       if osc is not None:
         err = summary.get('oscillator_strength_errors')
         line += f'  f_0{i} = {osc[i]:.4f}' + (f' +- {err[i]:.4f}' if err else '')
+    if summary.get('state_s2') is not None:
+      line += f'  <S^2> = {summary["state_s2"][i]:.3f}'
+      if summary.get('state_s2_errors') is not None:
+        line += f' +- {summary["state_s2_errors"][i]:.3f}'
     for ref in summary.get('state_references', []):
       if ref['state'] == i:
         line += f'  [{ref["label"]} exact {ref["energy"]:.6f}: error {ref["error_mha"]:+.2f} mHa]'

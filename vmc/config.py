@@ -177,7 +177,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
                       'all-electron only; set one of them to False')
   batch = spec_lib.POSITIVE(cfg.batch_size, 'batch_size')
   _check_density_grid(sections['observables'], batch, sections['optim'].iterations)
-  states = _check_states(cfg.system.states, system, sections['observables'], pp)
+  states = _check_states(cfg.system.states, sections['observables'])
   return Spec(system=system, pp=pp, batch_size=batch, states=states,
               config_json=cfg.to_json_best_effort(indent=2), **dict(sections, network=net))
 
@@ -185,8 +185,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
 MAX_STATES = 16  # each iteration costs K^2 local energies of N electrons
 
 
-def _check_states(value: Any, system: systems.System, obs: spec_lib.ObservablesSpec,
-                  pp: PPSpec | None) -> int:
+def _check_states(value: Any, obs: spec_lib.ObservablesSpec) -> int:
   """system.states, checked against what excited states support (docs/excited_states.md).
   1 is the ground state through the excited-state path (the same energies as 0)."""
   states = spec_lib.NON_NEGATIVE(value, 'system.states')
@@ -195,14 +194,12 @@ def _check_states(value: Any, system: systems.System, obs: spec_lib.ObservablesS
   if states > MAX_STATES:
     raise ConfigError(f'system.states={states}: at most {MAX_STATES} (an iteration costs '
                       'states^2 local energies); ask for fewer states')
-  for name, on in (('forces', obs.forces), ('s2', obs.s2), ('density', obs.density != 'none')):
+  for name, on in (('forces', obs.forces), ('density', obs.density != 'none')):
     if on:
       raise ConfigError(f'observables.{name} with system.states={states}: this observable is '
-                        'of one state; excited-state runs measure energies, dipoles and '
-                        f'oscillator strengths (docs/excited_states.md); turn {name} off')
-  if pp is not None:
-    raise ConfigError(f'system.use_pp with system.states={states}: the nonlocal ECP term is '
-                      'written for one state; run excited states all-electron')
+                        'of one state; excited-state runs measure energies, dipoles, '
+                        'oscillator strengths and <S^2> of each state '
+                        f'(docs/excited_states.md); turn {name} off')
   return states
 
 

@@ -164,20 +164,6 @@ def auto_chunk_size(walkers: int, per_walker: float, budget: float) -> int:
   return max(d for d in range(1, min(fit, walkers) + 1) if walkers % d == 0)
 
 
-def energy_matrix(local_energy: LocalEnergyFn, state_apply: WavefunctionFn,
-                  k: int) -> LocalEnergyFn:
-  """(params, x (K * 3N,)) -> the NES local energy matrix E_L (K, K) of a walker of K copies
-  (vmc.states): local_energy(params, x (3N,)) -> (K,) the states' local energies at one
-  copy, state_apply(params, x (3N,)) -> their (signs, log|psi_i|)."""
-
-  def matrix(params: Params, x: Array) -> Array:
-    sign, logabs = states.state_matrix(state_apply, params, x, k)
-    e = jax.vmap(local_energy, in_axes=(None, 0))(params, states.copies(x, k))
-    return states.energy_matrix(sign, logabs, e)
-
-  return matrix
-
-
 def batched(local_energy: LocalEnergyFn, chunk_size: int = 0,
             batch_terms: Sequence[BatchEnergyFn] = ()) -> BatchEnergyFn:
   """(params, x (batch, 3N), key=None) -> E_L (batch, ...): the per-walker `local_energy`
@@ -197,3 +183,24 @@ def batched(local_energy: LocalEnergyFn, chunk_size: int = 0,
     return total
 
   return batch_local_energy
+
+
+def batched_states(local_energy: LocalEnergyFn, state_apply: WavefunctionFn, k: int,
+                   chunk_size: int = 0, batch_terms: Sequence[BatchEnergyFn] = ()
+                   ) -> BatchEnergyFn:
+  """(params, x (batch, K * 3N), key=None) -> the NES local energy matrices (batch, K, K)
+  of walkers of K copies (vmc.states): `batched` over all the copies (local_energy(params,
+  x (3N,)) -> (K,) the states' local energies at one copy; the batch terms, e.g. the
+  nonlocal ECP, likewise (copies, K)), then E_L = M^-1 (M * e) per walker, M from
+  state_apply(params, x (3N,)) -> (signs (K,), log|psi_i| (K,))."""
+  per_copy = batched(local_energy, chunk_size, batch_terms)
+  state_matrix = jax.vmap(state_apply, in_axes=(None, 0))
+
+  def matrices(params: Params, x: Array, key: PRNGKey | None = None) -> Array:
+    b = x.shape[0]
+    flat = x.reshape(b * k, -1)
+    e = per_copy(params, flat, key).reshape(b, k, k)
+    sign, logabs = (a.reshape(b, k, k) for a in state_matrix(params, flat))
+    return jax.vmap(states.energy_matrix)(sign, logabs, e)
+
+  return matrices

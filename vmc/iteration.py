@@ -147,25 +147,27 @@ def build(spec: Spec) -> Model:
   """Network, sampler, objective, optimizer and the composed iteration of a spec."""
   network = networks.make_network(spec.system, spec.network, spec.states)
   batch_logabs = jax.vmap(network.logabs, in_axes=(None, 0))
+  s = network.states
   ecp, nonlocal_terms = [], []
   if spec.pp is not None:  # the effective charges are in spec.system already
     ecp = [pseudopotential.local_term(spec.system)]
-    # The wavefunction ratios go through the network's cheaper forward path.
-    nonlocal_terms = [pseudopotential.nonlocal_term(network.sampling_apply, spec.system,
-                                                    spec.pp.quadrature)
+    # The wavefunction ratios go through the network's cheaper forward path (each state's
+    # at each copy for excited states).
+    ratios = network.sampling_apply if s is None else s.sampling_apply
+    nonlocal_terms = [pseudopotential.nonlocal_term(ratios, spec.system, spec.pp.quadrature)
                       ] if pseudopotential.nonlocal_atoms(spec.system) else []
-  if network.states is None:
+  if s is None:
     local_energy = hamiltonian.make_local_energy(network.apply, spec.system,
                                                  spec.optim.laplacian, network.laplacian, ecp)
-  else:  # K states' local energies at each copy, then the energy matrix (vmc.states)
-    s = network.states
-    local_energy = hamiltonian.energy_matrix(
+    batch_local_energy = hamiltonian.batched(local_energy, local_energy_chunk(spec)[0],
+                                             nonlocal_terms)
+  else:  # K states' local energies at each copy, then the energy matrices (vmc.states)
+    batch_local_energy = hamiltonian.batched_states(
         hamiltonian.make_local_energy(s.apply, spec.system, spec.optim.laplacian, s.laplacian,
-                                      ecp), s.sampling_apply, s.k)
-  objective = loss.make_objective(
-      batch_logabs,
-      hamiltonian.batched(local_energy, local_energy_chunk(spec)[0], nonlocal_terms),
-      spec.optim.clip_local_energy)
+                                      ecp), s.sampling_apply, s.k,
+        local_energy_chunk(spec)[0] * s.k, nonlocal_terms)
+  objective = loss.make_objective(batch_logabs, batch_local_energy,
+                                  spec.optim.clip_local_energy)
   # The sampler evaluates the same log|psi| through the network's cheaper path.
   sampler = mcmc.make_sampler(jax.vmap(network.sampling_logabs, in_axes=(None, 0)),
                               spec.system, spec.mcmc, max(spec.states, 1))

@@ -69,7 +69,9 @@ def make(network: Network, local_energy: Callable[[Params, Array], Array],
     columns += list(dipole_matrix_columns(k))
   elif o.dipole:
     columns += ['dipole_x', 'dipole_y', 'dipole_z']
-  if o.s2:
+  if o.s2 and k:  # M^-1 (S^2 M)
+    columns += [f's2_{i}_{j}' for i in range(k) for j in range(k)]
+  elif o.s2:
     columns += ['s2']
   if o.density == 'radial':
     edges = np.linspace(0.0, o.density_extent, o.density_bins + 1, dtype=np.float32)
@@ -92,10 +94,15 @@ def make(network: Network, local_energy: Callable[[Params, Array], Array],
   def per_walker(params: Params, x: Array) -> dict[str, Array]:
     """Observables of one walker x (3n,) -> dict of arrays."""
     out = {}
-    if k:  # the config allows only the dipole with excited states
+    if k:  # the config allows the dipole and S^2 with excited states
       assert network.states is not None
-      sign, logabs = states.state_matrix(network.states.sampling_apply, params, x, k)
-      out['dipole_matrices'] = states.dipole_matrices(sign, logabs, x)
+      state_apply = network.states.sampling_apply
+      if o.dipole:
+        sign, logabs = states.state_matrix(state_apply, params, x, k)
+        out['dipole_matrices'] = states.dipole_matrices(sign, logabs, x)
+      if o.s2:
+        out['spin_matrices'] = states.spin_matrix(state_apply, params, x, k,
+                                                  (int(n_up), int(n_down)))
       return out
     r = x.reshape(n, 3)
     if o.dipole:
@@ -149,6 +156,10 @@ def dipole_matrices(stats: dict, k: int) -> np.ndarray | None:
 def row_values(values: dict) -> dict[str, float]:
   """The CSV columns of one iteration's (host) values."""
   row: dict[str, float] = {}
+  if 'spin_matrices' in values:
+    s = np.asarray(values['spin_matrices'])
+    row.update({f's2_{i}_{j}': float(s[i, j]) for i in range(s.shape[0])
+                for j in range(s.shape[1])})
   if 'dipole_matrices' in values:
     d = np.asarray(values['dipole_matrices'])
     k = d.shape[-1]
@@ -160,6 +171,14 @@ def row_values(values: dict) -> dict[str, float]:
   if 's2' in values:
     row['s2'] = float(values['s2'])
   return row
+
+
+def spin_matrices(stats: dict, k: int) -> np.ndarray | None:
+  """(T, K, K) from a statistics table's s2_{i}_{j} columns, or None."""
+  if 's2_0_0' not in stats:
+    return None
+  return np.stack([np.stack([np.asarray(stats[f's2_{i}_{j}']) for j in range(k)], -1)
+                   for i in range(k)], -2)
 
 
 class Measure(loop.Hook):

@@ -159,7 +159,8 @@ def nonlocal_term(wavefunction: Callable, system: systems.System, rule: str = 'i
                   chunk_size: int = 0) -> BatchEnergyFn:
   """term(params, x (B, 3N), key) -> (B,) the nonlocal ECP energy of each walker.
 
-  wavefunction(params, x) -> (sign, log|psi|) of one walker. key None: the quadrature
+  wavefunction(params, x) -> (sign, log|psi|) of one walker; a wavefunction of S excited
+  states ((S,) each) gives each state's nonlocal energy, (B, S). key None: the quadrature
   points unrotated (deterministic, for tests); else one random rotation per electron.
   chunk_size: electron-nucleus pairs per chunk (0: the batch size). Needs an atom with
   nonlocal channels (nonlocal_atoms).
@@ -213,14 +214,16 @@ def nonlocal_term(wavefunction: Callable, system: systems.System, rule: str = 'i
       mine = (jnp.arange(n_el) == i[:, None])[:, None, :, None]  # (C, 1, N, 1)
       configs = jnp.where(mine, moved[:, :, None, :], pos[b][:, None])  # (C, K, N, 3)
       sign, log = at_points(params, configs.reshape(chunk, -1, n_el * 3))
-      ratio = sign * sign0[b][:, None] * jnp.exp(log - log0[b][:, None])  # (C, K)
+      # (C, K) quadrature points, or (C, K, S) for S excited states
+      ratio = sign * sign0[b][:, None] * jnp.exp(log - log0[b][:, None])
       cos = jnp.einsum('cki,ci->ck', q, unit)
-      proj = jnp.einsum('k,ckl,ck->cl', weights_j, legendre(l_max, cos), ratio)
+      proj = jnp.einsum('k,ckl,ck...->cl...', weights_j, legendre(l_max, cos), ratio)
       v = _radial(channels[a], dist[:, None])  # (C, L)
-      value = jnp.sum(two_l1 * v * proj, axis=-1)
-      return acc.at[b].add(jnp.where(valid, value, 0.0))
+      value = jnp.einsum('l,cl,cl...->c...', two_l1, v, proj)
+      keep = valid.reshape(valid.shape + (1,) * (value.ndim - 1))
+      return acc.at[b].add(jnp.where(keep, value, 0.0))
 
     n_chunks = (n_inside + chunk - 1) // chunk
-    return jax.lax.fori_loop(0, n_chunks, one_chunk, jnp.zeros((batch,), x.dtype))
+    return jax.lax.fori_loop(0, n_chunks, one_chunk, jnp.zeros(log0.shape, x.dtype))
 
   return term

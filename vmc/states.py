@@ -96,6 +96,27 @@ def dipole_matrices(sign: Array, logabs: Array, x: Array) -> Array:
   return jnp.linalg.solve(m[None], rhs)
 
 
+def spin_matrix(state_apply: StateFn, params: Params, x: Array, k: int,
+                nspins: tuple[int, int]) -> Array:
+  """(K, K): S^2_L = M^-1 (S^2 M) of the spin-assigned states (first n_up electrons up):
+  (S^2 psi)(x) = [S_z (S_z + 1) + n_down] psi(x) - sum_{a up, b down} psi(x with r_a and
+  r_b swapped), so S^2_L = [S_z (S_z + 1) + n_down] I - M^-1 P, P[j, i] the swapped sum of
+  state i at copy j (n_up n_down more evaluations of every copy)."""
+  n_up, n_down = nspins
+  sign, logabs = state_matrix(state_apply, params, x, k)
+  m, shift = scaled(sign, logabs)
+  pos = copies(x, k).reshape(k, n_up + n_down, 3)
+  swapped_sum = jnp.zeros_like(m)
+  for a in range(n_up):
+    for b in range(n_up, n_up + n_down):
+      moved = pos.at[:, a].set(pos[:, b]).at[:, b].set(pos[:, a]).reshape(k, -1)
+      s, log_moved = jax.vmap(state_apply, in_axes=(None, 0))(params, moved)
+      swapped_sum = swapped_sum + s * jnp.exp(log_moved - shift[:, None])
+  sz = 0.5 * (n_up - n_down)
+  return (sz * (sz + 1) + n_down) * jnp.eye(k, dtype=m.dtype) - jnp.linalg.solve(
+      m, swapped_sum)
+
+
 # ----------------------------------------------------------------------------------------
 # Host side: from the series of mean matrices to energies with error bars.
 
@@ -118,6 +139,13 @@ def oscillator_strengths(energy: np.ndarray, dipoles: np.ndarray) -> np.ndarray:
   return 2.0 / 3.0 * (values - values[0]) * squared
 
 
+def in_eigenbasis(energy: np.ndarray, operator: np.ndarray) -> np.ndarray:
+  """diag(U^-1 O U) (K,): each state's expectation of an operator whose mean matrix is O,
+  U the eigenvectors of the mean energy matrix (ascending energies)."""
+  _, u = eigen(energy)
+  return np.real(np.diag(np.linalg.inv(u) @ np.asarray(operator, np.float64) @ u))
+
+
 class Estimate(NamedTuple):
   energies: np.ndarray  # (K,) hartree, ascending
   energy_errors: np.ndarray  # (K,)
@@ -125,6 +153,8 @@ class Estimate(NamedTuple):
   excitation_errors: np.ndarray  # (K,)
   oscillator_strengths: np.ndarray | None  # (K,) f_0k
   oscillator_errors: np.ndarray | None
+  s2: np.ndarray | None  # (K,) <S^2> of each state
+  s2_errors: np.ndarray | None
   blocks: int  # blocks of the jackknife
 
 
@@ -135,9 +165,10 @@ def _jackknife(samples: np.ndarray) -> np.ndarray:
 
 
 def analyse(energy: np.ndarray, dipoles: np.ndarray | None = None,
-            blocks: int = 20) -> Estimate:
-  """State energies, excitation energies and oscillator strengths of a series of
-  per-iteration mean matrices: energy (T, K, K), dipoles (T, 3, K, K) or None.
+            spins: np.ndarray | None = None, blocks: int = 20) -> Estimate:
+  """State energies, excitation energies, oscillator strengths and <S^2> from a series
+  of per-iteration mean matrices: energy (T, K, K), dipoles (T, 3, K, K) or None, spins
+  (T, K, K) or None.
 
   The estimates are the eigen-analysis of the means over all T iterations; their errors a
   jackknife over `blocks` consecutive blocks (fewer when T is short; none below 2
@@ -147,26 +178,33 @@ def analyse(energy: np.ndarray, dipoles: np.ndarray | None = None,
   energy = np.asarray(energy, np.float64)
   t = energy.shape[0]
   values = eigen(energy.mean(0))[0]
-  osc = None if dipoles is None else oscillator_strengths(energy.mean(0), dipoles.mean(0))
+  extras = {'osc': (dipoles, oscillator_strengths), 's2': (spins, in_eigenbasis)}
+  means = {name: None if series is None else fn(energy.mean(0), np.mean(series, 0))
+           for name, (series, fn) in extras.items()}
   b = min(blocks, t)
-  nan = np.full_like(values, np.nan)
   if b < 2:
-    return Estimate(values, nan, values - values[0], nan, osc,
-                    None if osc is None else nan, b)
+    nan = np.full_like(values, np.nan)
+    return Estimate(values, nan, values - values[0], nan, means['osc'],
+                    None if dipoles is None else nan, means['s2'],
+                    None if spins is None else nan, b)
   edges = np.linspace(0, t, b + 1).astype(int)
-  sums_e = np.stack([energy[lo:hi].sum(0) for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
-  counts = np.diff(edges)[:, None, None]
-  left_e = (energy.sum(0)[None] - sums_e) / (t - counts)
+
+  def left_out(series: np.ndarray) -> np.ndarray:
+    """The means over all iterations but one block's, for each block (B, ...)."""
+    series = np.asarray(series, np.float64)
+    sums = np.stack([series[lo:hi].sum(0) for lo, hi in zip(edges[:-1], edges[1:],
+                                                             strict=True)])
+    counts = np.diff(edges).reshape((-1,) + (1,) * (series.ndim - 1))
+    return (series.sum(0)[None] - sums) / (t - counts)
+
+  left_e = left_out(energy)
   jk_values = np.stack([eigen(m)[0] for m in left_e])
-  osc_err = None
-  if dipoles is not None:
-    dipoles = np.asarray(dipoles, np.float64)
-    sums_d = np.stack([dipoles[lo:hi].sum(0) for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
-    left_d = (dipoles.sum(0)[None] - sums_d) / (t - counts[..., None])
-    osc_err = _jackknife(np.stack([oscillator_strengths(e, d)
-                                   for e, d in zip(left_e, left_d, strict=True)]))
+  errors = {name: None if series is None else _jackknife(np.stack(
+      [fn(e, o) for e, o in zip(left_e, left_out(series), strict=True)]))
+      for name, (series, fn) in extras.items()}
   return Estimate(values, _jackknife(jk_values), values - values[0],
-                  _jackknife(jk_values - jk_values[:, :1]), osc, osc_err, b)
+                  _jackknife(jk_values - jk_values[:, :1]), means['osc'], errors['osc'],
+                  means['s2'], errors['s2'], b)
 
 
 def to_ev(hartree: float | np.ndarray) -> float | np.ndarray:
