@@ -242,3 +242,22 @@ def test_nonlocal_ecp_term_of_each_state_is_that_states_own(tmp_path, make_tiny_
   _run(make_tiny_config, tmp_path / 'mg', 3, **{'system.atom': 'Mg', 'system.use_pp': True,
                                               'system.states': 2})
   assert np.all(np.isfinite(analysis.read_stats(str(tmp_path / 'mg'))['E_1_1']))
+
+
+def test_rejected_iterations_are_left_out_of_the_state_estimates():
+  """A rolled-back iteration writes NaN into its row; the states' estimates skip it."""
+  from vmc import writers
+  rng = np.random.default_rng(2)
+  t = 60
+  table = {'energy': rng.normal(-5.0, 0.01, t), 'variance': np.ones(t), 'pmove': np.ones(t),
+           'step': np.arange(t), 'wall_time': np.arange(t, dtype=float)}
+  for i, j in np.ndindex(2, 2):
+    table[f'E_{i}_{j}'] = (-2.9 if i == j == 0 else -2.1 if i == j else 0.0) + rng.normal(
+        0, 0.01, t)
+  for i in range(2):
+    table[f'energy_{i}'] = np.zeros(t)
+  table['E_0_1'][7] = np.nan
+  assert writers.states_of(table) == 2
+  out = analysis.summarize_stats(table, window=1.0)
+  assert out['state_iterations'] == t - 1
+  np.testing.assert_allclose(out['state_energies'], [-2.9, -2.1], atol=0.01)

@@ -112,8 +112,14 @@ def summarize_states(tail: dict[str, np.ndarray], k: int, blocks: int = 20) -> d
   (vmc.states.analyse over the rows of `tail`). 'energy' becomes the lowest state's (the
   trace of the matrix, the loss, stays as 'trace')."""
   from vmc import observables, states  # noqa: PLC0415
-  est = states.analyse(writers.energy_matrices(tail, k), observables.dipole_matrices(tail, k),
-                       observables.spin_matrices(tail, k), blocks)
+  series = [writers.energy_matrices(tail, k), observables.dipole_matrices(tail, k),
+            observables.spin_matrices(tail, k)]
+  # Rejected iterations (non-finite, rolled back by the NaN guard) are left out.
+  finite = np.all([np.all(np.isfinite(s.reshape(len(s), -1)), axis=1)
+                   for s in series if s is not None], axis=0)
+  energy, dipoles, spins = (None if s is None else s[finite] for s in series)
+  assert energy is not None
+  est = states.analyse(energy, dipoles, spins, blocks)
   out: dict[str, Any] = {
       'states': k, 'trace': float(np.mean(tail['energy'])), 'state_energies': est.energies.tolist(),
       'state_energy_errors': est.energy_errors.tolist(),
@@ -121,7 +127,7 @@ def summarize_states(tail: dict[str, np.ndarray], k: int, blocks: int = 20) -> d
       'excitation_energy_errors_ha': est.excitation_errors.tolist(),
       'excitation_energies_ev': (est.excitations * states.EV_PER_HARTREE).tolist(),
       'excitation_energy_errors_ev': (est.excitation_errors * states.EV_PER_HARTREE).tolist(),
-      'jackknife_blocks': est.blocks,
+      'jackknife_blocks': est.blocks, 'state_iterations': int(finite.sum()),
       'energy': float(est.energies[0]), 'energy_error': float(est.energy_errors[0])}
   if est.s2 is not None:
     out['state_s2'] = est.s2.tolist()
