@@ -261,3 +261,12 @@ def test_rejected_iterations_are_left_out_of_the_state_estimates():
   out = analysis.summarize_stats(table, window=1.0)
   assert out['state_iterations'] == t - 1
   np.testing.assert_allclose(out['state_energies'], [-2.9, -2.1], atol=0.01)
+
+
+def test_warm_start_from_a_run_with_other_states_is_refused(tmp_path, make_tiny_config):
+  _run(make_tiny_config, tmp_path / 'g', 2)
+  cfg = make_tiny_config(**{'system.states': 2, 'log.restore_path': str(tmp_path / 'g'),
+                            'log.save_path': str(tmp_path / 'k2'), 'optim.iterations': 4})
+  with pytest.raises(ConfigError, match='system.states'):
+    train.run(config_lib.resolve(cfg))
+  assert not (tmp_path / 'k2' / 'config.json').exists()

@@ -130,7 +130,7 @@ def load(path: str, templates: dict[str, Any], resizable: tuple[str, ...] = (),
           if not same:
             raise CheckpointError(
                 f'{path}: {key} has shape {arr.shape}, this run needs {ref_shape}: it '
-                'comes from a different network or system')
+                'comes from a different network, system or system.states')
           restored.append(arr)
         out[name] = jax.tree_util.tree_unflatten(treedef, restored)
   except (EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
