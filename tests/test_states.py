@@ -192,6 +192,7 @@ def test_states_run_with_pretraining_and_each_optimizer_step(tmp_path, make_tiny
   assert model.network.states is not None and model.network.states.k == 2
 
 
+@pytest.mark.slow
 def test_psiformer_states_train(tmp_path, make_tiny_config):
   from conftest import TINY_PSIFORMER
   _run(make_tiny_config, tmp_path / 'psi', 3, **{'system.states': 2, **TINY_PSIFORMER})

@@ -95,15 +95,7 @@ def make(network: Network, local_energy: Callable[[Params, Array], Array],
     """Observables of one walker x (3n,) -> dict of arrays."""
     out = {}
     if k:  # the config allows the dipole and S^2 with excited states
-      assert network.states is not None
-      state_apply = network.states.sampling_apply
-      if o.dipole:
-        sign, logabs = states.state_matrix(state_apply, params, x, k)
-        out['dipole_matrices'] = states.dipole_matrices(sign, logabs, x)
-      if o.s2:
-        out['spin_matrices'] = states.spin_matrix(state_apply, params, x, k,
-                                                  (int(n_up), int(n_down)))
-      return out
+      return state_matrices(network, o, (int(n_up), int(n_down)), params, x)
     r = x.reshape(n, 3)
     if o.dipole:
       out['dipole'] = (charges[:, None] * coords).sum(0) - r.sum(0)
@@ -138,6 +130,21 @@ def make(network: Network, local_energy: Callable[[Params, Array], Array],
     return out
 
   return Observables(tuple(columns), tuple(arrays), parallel.pmap(evaluate), attrs)
+
+
+def state_matrices(network: Network, o: ObservablesSpec, nspins: tuple[int, int],
+                   params: Params, x: Array) -> dict[str, Array]:
+  """The dipole and S^2 matrices (vmc.states) of K excited states at one walker of K
+  copies, as `o` asks."""
+  assert network.states is not None
+  state_apply, k = network.states.sampling_apply, network.states.k
+  out = {}
+  if o.dipole:
+    sign, logabs = states.state_matrix(state_apply, params, x, k)
+    out['dipole_matrices'] = states.dipole_matrices(sign, logabs, x)
+  if o.s2:
+    out['spin_matrices'] = states.spin_matrix(state_apply, params, x, k, nspins)
+  return out
 
 
 def dipole_matrix_columns(k: int) -> tuple[str, ...]:
