@@ -5,24 +5,19 @@ The (1, 1) sector of He holds 1^1S, the M_S = 0 component of 2^3S, and 2^1S; wit
 system.states = 3 the run trains them together and reports each energy, the excitation
 energies and, with observables.dipole, the oscillator strengths. Sized for a CPU: about
 5 minutes on 2 cores, every state within 0.03 mHa of Drake's energies (three seeds;
-docs/excited_states.md has the measured numbers and the evaluation command). Other systems: --config.system.atom / molecule and
---config.system.states, with a pretrain.basis that has diffuse (Rydberg-like) orbitals,
-since pretraining starts the excited states from its lowest single excitations.
+docs/excited_states.md has the measured numbers and the evaluation command). Other
+systems: --config.system.atom / molecule and --config.system.states, with a
+pretrain.basis that has diffuse (Rydberg-like) orbitals, since pretraining starts the
+excited states from its lowest single excitations.
 """
 
 from vmc import config
 
 
 def get_config():
-  cfg = config.default()
-  cfg.system.atom = 'He'
+  cfg = config.get_config()  # the quickstart job: He, small FermiNet, SPRING, 256 walkers
   cfg.system.states = 3
   cfg.pretrain.basis = 'aug-ccpvdz'  # its 2s-like virtual orbital starts 2S states
   cfg.pretrain.iterations = 500
-  cfg.optim.optimizer = 'spring'
-  cfg.batch_size = 256
-  cfg.network.determinants = 4
-  cfg.network.ferminet.hidden_dims = ((32, 8), (32, 8))
   cfg.optim.iterations = 6000
-  cfg.optim.lr.delay = 1000.0
   return cfg
