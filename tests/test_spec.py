@@ -158,6 +158,8 @@ MOLECULE = {'system.atom': ''}
 PP = {'system.atom': 'Na', 'system.use_pp': True}
 BAD_VALUES = {
     'batch_size': [0, -1, 2.5, 2**31],
+    'budget_minutes': [-1.0, NAN, 'an hour'],
+    'budget_evaluation': [0.0, 1.0, -0.1],
     'system.atom': ['Xx', 5],
     'system.molecule': [('NoSuchMolecule', MOLECULE),
                         ((('H', (0, 0, 0)), ('H', (0, 0, 0.001))), MOLECULE),

@@ -97,6 +97,8 @@ class Spec:
   distributed: DistributedSpec
   debug: DebugSpec
   states: int  # system.states: K > 0 excited states (vmc.states), 0 the ground state alone
+  budget_minutes: float  # 0: none; else vmc.budget shares it between training and evaluation
+  budget_evaluation: float  # the evaluation's share of a budget
   config_json: str  # the resolved config, as written to config.json and checkpoints
 
   @property
@@ -118,8 +120,9 @@ def system_from_json(text: str) -> systems.System:
 
 
 # The sections that resolve as they are (the system is resolved into a systems.System).
+_TOP_KEYS = ('system', 'batch_size', 'budget_minutes', 'budget_evaluation')
 _SECTIONS = {name: cls for name, cls in typing.get_type_hints(spec_lib.ConfigSpec).items()
-             if name not in ('system', 'batch_size')}
+             if name not in _TOP_KEYS}
 
 
 def resolve_system(cfg: ml_collections.ConfigDict) -> systems.System:
@@ -154,7 +157,7 @@ def resolve_variant(cfg: ml_collections.ConfigDict, overrides: dict[str, Any]) -
 
 def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   """Validates every key and resolves the system, once; raises ConfigError with the fix."""
-  top = set(cfg.keys()) - set(_SECTIONS) - {'system', 'batch_size'}
+  top = set(cfg.keys()) - set(_SECTIONS) - set(_TOP_KEYS)
   if top:
     raise ConfigError(f'{sorted(top)[0]} is not a config key; the keys and their defaults '
                       'are in docs/config.md')
@@ -176,9 +179,12 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
     raise ConfigError('observables.forces with system.use_pp: the force estimators are '
                       'all-electron only; set one of them to False')
   batch = spec_lib.POSITIVE(cfg.batch_size, 'batch_size')
+  fields = {f.name: f for f in dataclasses.fields(spec_lib.ConfigSpec)}
+  budget = {name: fields[name].metadata['check'](cfg[name], name)
+            for name in ('budget_minutes', 'budget_evaluation')}
   _check_density_grid(sections['observables'], batch, sections['optim'].iterations)
   states = _check_states(cfg.system.states, sections['observables'])
-  return Spec(system=system, pp=pp, batch_size=batch, states=states,
+  return Spec(system=system, pp=pp, batch_size=batch, states=states, **budget,
               config_json=cfg.to_json_best_effort(indent=2), **dict(sections, network=net))
 
 

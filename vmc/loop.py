@@ -6,10 +6,11 @@ process.
     state, row = step(state, t)
     hook.after(t, state, row)                 each hook, on its own process: write a row,
                                               print progress, count bad steps (may raise)
-    votes = any_process(signal, hook.votes())    one collective for all of them
+    votes = any_process(signal, hook.ends(), hook.votes())    one collective for all
     hook.decide(t, state, votes, stopping)    the same on every process: raise a failed
                                               write, save a checkpoint that is due
-    stop after this iteration if a signal came to any process
+    stop after this iteration if a signal came to any process; end the phase (complete)
+    if a hook ends it on any process (a wall-clock budget: vmc.budget)
 
 A signal (SIGTERM, SIGINT) is recorded by `Signals` and ends the loop after the iteration
 in progress; a second Ctrl-C stops at once. The caller decides what a stop means for its
@@ -77,6 +78,11 @@ class Hook:
     """This process's flags; each becomes True on all processes if True on any."""
     return ()
 
+  def ends(self) -> bool:
+    """Whether this process would end the phase after this iteration (voted like votes):
+    the phase is then complete, not stopped."""
+    return False
+
   def decide(self, t: int, state: Any, votes: tuple[bool, ...], stopping: bool) -> None:
     """On every process alike, with the flags of `votes` gathered over processes."""
 
@@ -84,20 +90,23 @@ class Hook:
 def iterate(step: Callable[[State, int], tuple[State, dict]], state: State, first: int,
             last: int, hooks: Sequence[Hook], signals: Signals) -> tuple[State, int, bool]:
   """Iterations first..last-1 with the hooks. Returns (state, the next iteration, whether
-  a signal stopped the loop before its last iteration)."""
+  a signal stopped the loop before its last iteration). A hook that ends the phase makes
+  it complete at that iteration (the third value False)."""
   for t in range(first, last):
     state, row = step(state, t)
     for hook in hooks:
       hook.after(t, state, row)
     own = [hook.votes() for hook in hooks]
-    stopping, *votes = parallel.any_process(
-        [signals.signum is not None, *(v for vs in own for v in vs)])
-    stopping = bool(stopping) and t + 1 < last
+    stopping, ending, *votes = parallel.any_process(
+        [signals.signum is not None, any(hook.ends() for hook in hooks),
+         *(v for vs in own for v in vs)])
+    ending = bool(ending) and t + 1 < last
+    stopping = bool(stopping) and t + 1 < last and not ending
     for hook, vs in zip(hooks, own, strict=True):
-      hook.decide(t, state, tuple(bool(v) for v in votes[:len(vs)]), stopping)
+      hook.decide(t, state, tuple(bool(v) for v in votes[:len(vs)]), stopping or ending)
       votes = votes[len(vs):]
-    if stopping:
-      return state, t + 1, True
+    if stopping or ending:
+      return state, t + 1, stopping
   return state, last, False
 
 
@@ -124,8 +133,9 @@ class Progress(Hook):
   """A progress line with `text(row)` every few seconds (writers.Progress)."""
 
   def __init__(self, total: int, every_seconds: float, text: Callable[[dict], str],
-               label: str = 'step') -> None:
-    self.progress = writers.Progress(total, every_seconds, label=label)
+               label: str = 'step', seconds_left: Callable[[], float] | None = None) -> None:
+    self.progress = writers.Progress(total, every_seconds, label=label,
+                                     seconds_left=seconds_left)
     self.text = text
 
   def after(self, t: int, state: Any, row: dict) -> None:

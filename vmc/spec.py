@@ -399,6 +399,14 @@ class DebugSpec:
 class ConfigSpec:
   """The whole config, in the order of config.json."""
   batch_size: int = key(4096, POSITIVE, 'walkers, summed over all devices')
+  budget_minutes: float = key(0.0, number(0.0, what=' (minutes)'),
+                              'wall-clock budget of the run, 0: none. Training stops at '
+                              '(1 - budget_evaluation) of it (or at optim.iterations), then '
+                              'the trained wavefunction is evaluated (optimizer none) in '
+                              '<save_path>/evaluation until the budget is spent '
+                              '(docs/accuracy.md)')
+  budget_evaluation: float = key(0.15, number(0.0, 1.0, low_open=True, high_open=True),
+                                 "share of budget_minutes for the evaluation phase")
   system: SystemSpec = section(SystemSpec)
   network: NetworkSpec = section(NetworkSpec)
   optim: OptimSpec = section(OptimSpec)

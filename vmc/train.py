@@ -5,8 +5,10 @@
   pretraining, burn-in                      loop.iterate, each phase saved at its end
   training or evaluation                    loop.iterate(model.iteration.step, hooks:
                                             observables, statistics file, NaN streak,
-                                            progress, checkpoints), a checkpoint at the end
+                                            progress, checkpoints, budget), a checkpoint
+                                            at the end
   summary.json                              analysis.summarize_run + provenance
+  with budget_minutes: the evaluation       the same in <save_path>/evaluation (vmc.budget)
 
 The run holds its folder's lock (vmc.runfolder) throughout, and saves its work at the end
 of every phase, so that the same command always continues. SIGTERM and SIGINT are
@@ -29,7 +31,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from vmc import analysis, checkpoint, iteration, loop, networks, observables, parallel
+from vmc import analysis, budget, checkpoint, iteration, loop, networks, observables, parallel
 from vmc import pretrain, provenance, runfolder, runtime, start as start_lib, writers
 from vmc.config import Spec
 from vmc.errors import RunAborted
@@ -46,6 +48,7 @@ class RunResult:
   steps: int  # iterations done
   energies: np.ndarray  # (steps,) mean local energy per iteration
   final_state: TrainState | None  # None when stopped before training started
+  complete: bool = False  # reached optim.iterations or its budget (not stopped)
 
 
 def run(spec: Spec) -> RunResult:
@@ -54,11 +57,25 @@ def run(spec: Spec) -> RunResult:
   A save_path that holds checkpoints is resumed from its newest readable one; otherwise
   the run starts from log.restore_path if given, else from scratch (SCF, pretraining,
   burn-in). The run holds the folder's lock throughout. In a multi-process run every
-  process calls this.
+  process calls this. With budget_minutes, a finished training is followed by its
+  evaluation (vmc.budget); the training's result is returned.
   """
+  t0 = time.time()
   parallel.initialize(spec.distributed)
   runtime.configure()  # process settings, before anything is compiled (vmc/runtime.py)
   save_path = parallel.share(spec.log.save_path or start_lib.default_save_path(spec.system.name))
+  with loop.Signals() as signals:
+    result = _run_phase(spec, save_path, signals, t0)
+    evaluation = budget.evaluation_spec(spec, save_path) if result.complete else None
+    if evaluation is not None and not signals.any_process():
+      logging.info('budget: evaluating the trained wavefunction for %.1f minutes in %s',
+                   evaluation.budget_minutes, evaluation.log.save_path)
+      _run_phase(evaluation, evaluation.log.save_path, signals, time.time())
+  return result
+
+
+def _run_phase(spec: Spec, save_path: str, signals: loop.Signals, t0: float) -> RunResult:
+  """One run folder, under its lock: `run` without the evaluation of a budget."""
   system = spec.system
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d, %s',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin,
@@ -67,9 +84,9 @@ def run(spec: Spec) -> RunResult:
   obs = (observables.make(model.network, model.objective.local_energy, system,
                           spec.observables)
          if spec.observables.enabled else None)
-  with loop.Signals() as signals, runfolder.locked(save_path):
+  with runfolder.locked(save_path):
     try:
-      return _run_in_folder(spec, model, obs, save_path, signals)
+      return _run_in_folder(spec, model, obs, save_path, signals, t0)
     except OSError as e:
       raise RunAborted(runfolder.write_failure(e, save_path)) from None
     except jax.errors.JaxRuntimeError as e:
@@ -79,7 +96,7 @@ def run(spec: Spec) -> RunResult:
 
 
 def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observables | None,
-                   save_path: str, signals: loop.Signals) -> RunResult:
+                   save_path: str, signals: loop.Signals, t0: float) -> RunResult:
   seed = parallel.on_main(lambda: start_lib.seed(spec.debug, save_path))
   start = start_lib.find(spec, model, seed, save_path, obs)
   if signals.any_process():
@@ -102,7 +119,7 @@ def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observab
   state = _prepare(spec, model, start, save_path, signals)
   if state is None:
     return RunResult(save_path, int(parallel.first(start.state.step)), np.zeros(0), None)
-  return _train(spec, model, state, save_path, start, obs, signals)
+  return _train(spec, model, state, save_path, start, obs, signals, t0)
 
 
 def _prepare(spec: Spec, model: iteration.Model, start: start_lib.Start, save_path: str,
@@ -148,15 +165,23 @@ def _prepare(spec: Spec, model: iteration.Model, start: start_lib.Start, save_pa
 
 def _train(spec: Spec, model: iteration.Model, state: TrainState, save_path: str,
            start: start_lib.Start, obs: observables.Observables | None,
-           signals: loop.Signals) -> RunResult:
-  """Iterations from the state's step to optim.iterations, with their hooks."""
+           signals: loop.Signals, t0: float) -> RunResult:
+  """Iterations from the state's step to optim.iterations (or to the budget's wall
+  time), with their hooks."""
   first, total = int(parallel.first(state.step)), spec.optim.iterations
   store, rows = start_lib.open_stats(spec, save_path, first, start, obs)
-  if first >= total:
-    logging.info('the run in %s is complete at step %d; raise optim.iterations to continue',
-                 save_path, first)
+  deadline = (budget.Deadline(budget.allowance(spec, save_path, time.time() - t0))
+              if spec.budget_minutes else None)
+  if first >= total or (deadline and rows.time_offset >= deadline.limit):
+    what = 'budget_minutes' if first < total else 'optim.iterations'
+    logging.info('the run in %s is complete at step %d; raise %s to continue', save_path,
+                 first, what)
     parallel.on_main(lambda: _summary_if_missing(save_path))  # killed before writing it
-    return RunResult(save_path, first, np.asarray(rows.energies), state)
+    return RunResult(save_path, first, np.asarray(rows.energies), state, complete=True)
+  if deadline:
+    logging.info('budget: %s until wall_time %.0f s (%.1f of %.1f minutes after the '
+                 'preparation), then stops', spec.mode, deadline.limit, deadline.limit / 60,
+                 spec.budget_minutes)
 
   def step(state: TrainState, t: int) -> tuple[TrainState, dict]:
     state, stats = model.iteration.step(state)
@@ -169,9 +194,12 @@ def _train(spec: Spec, model: iteration.Model, state: TrainState, save_path: str
         spec, accepted, start, save_path))
     hooks = [*([observables.Measure(obs, store)] if obs else []),
              loop.StatsFile(csv, stats_path), streak,
-             loop.Progress(total, spec.log.print_every_seconds, writers.progress_text),
+             loop.Progress(total, spec.log.print_every_seconds, writers.progress_text,
+                           seconds_left=None if deadline is None else lambda: deadline.limit - (
+                               rows.time_offset + time.time() - rows.t_start)),
              loop.Checkpoints(spec.log.save_frequency, total,
-                              lambda s: _save(spec, save_path, s, store), streak, csv.flush)]
+                              lambda s: _save(spec, save_path, s, store), streak, csv.flush),
+             *([deadline] if deadline else [])]
     state, _, stopped = loop.iterate(step, state, first, total, hooks, signals)
   return _finish(spec, save_path, state, store, start, rows, streak.accepted, stopped,
                  signals)
@@ -191,13 +219,16 @@ def _finish(spec: Spec, save_path: str, state: TrainState, store: observables.Ar
     logging.warning('stopped by %s after step %d of %d; checkpoint %s. Run the same command '
                     'again to continue.', signals.cause(), step, total, path)
     return RunResult(save_path, step, np.asarray(rows.energies), state)
+  if step < total:
+    logging.info('budget: %s ended at step %d, wall_time %.0f s', spec.mode, step,
+                 rows.time_offset + time.time() - rows.t_start)
   logging.info('checkpoint %s', path)
   summary = parallel.on_main(lambda: write_summary(save_path))
   if summary and summary.get('energy') is None:
     raise RunAborted(f'the run ended at step {step} but its energy estimate is not finite '
                      '(the last iterations were all rejected); summary.json holds null. '
                      'See the rejected column of the statistics')
-  return RunResult(save_path, step, np.asarray(rows.energies), state)
+  return RunResult(save_path, step, np.asarray(rows.energies), state, complete=True)
 
 
 def _summary_if_missing(save_path: str) -> None:

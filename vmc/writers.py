@@ -241,11 +241,14 @@ class ExponentialMoments:
 class Progress:
   """Logs a progress line at most every `every_seconds`, with s/iteration and ETA.
 
-  The rate is timed from the end of the first step, so compilation does not count.
+  The rate is timed from the end of the first step, so compilation does not count. With
+  `seconds_left` (a wall-clock budget), the ETA is the sooner of the two ends.
   """
 
-  def __init__(self, total: int, every_seconds: float, label: str = 'step') -> None:
+  def __init__(self, total: int, every_seconds: float, label: str = 'step',
+               seconds_left: Callable[[], float] | None = None) -> None:
     self.total = total
+    self.seconds_left = seconds_left
     self.every = every_seconds
     self.label = label
     self._t_start: float | None = None
@@ -263,6 +266,8 @@ class Progress:
     self._last_print = now
     rate = (now - self._t_start) / done if done > 0 else float('nan')
     eta = rate * (self.total - step - 1) if done > 0 else float('nan')
+    if self.seconds_left is not None:
+      eta = min(eta, max(0.0, self.seconds_left())) if done > 0 else float('nan')
     logging.info('%s %d/%d  %s  %.3f s/it  ETA %s', self.label, step + 1, self.total,
                  summary, rate, format_seconds(eta))
 

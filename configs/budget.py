@@ -1,0 +1,29 @@
+"""The best energy within a wall-clock budget on a workstation:
+`vmc --config configs/budget.py --config.system.atom=C --config.budget_minutes=60`.
+
+Training stops at 85% of budget_minutes (SCF, pretraining and burn-in included), then the
+trained wavefunction is evaluated (optimizer none) for the rest; the estimate, with a
+reblocked error bar, is <save_path>/evaluation/summary.json (vmc/budget.py,
+docs/accuracy.md). The settings are those that gave the lowest energy per CPU-minute for
+the 3-10 electron atoms and molecules of docs/accuracy.md, where their measured errors
+are: SPRING on a mid-sized FermiNet (three (64, 16) layers, 8 dense determinants),
+256 walkers, a learning rate held for the whole budget. Any system key works, e.g.
+--config.system.molecule=Li2; a larger budget or batch_size helps larger systems.
+"""
+
+from vmc import config
+
+
+def get_config():
+  cfg = config.default()
+  cfg.system.atom = 'C'
+  cfg.budget_minutes = 30.0
+  cfg.budget_evaluation = 0.15
+  cfg.optim.optimizer = 'spring'
+  cfg.optim.iterations = 10_000_000  # the budget ends training
+  cfg.batch_size = 256
+  cfg.network.determinants = 8
+  cfg.network.ferminet.hidden_dims = ((64, 16), (64, 16), (64, 16))
+  cfg.pretrain.iterations = 200
+  cfg.log.print_every_seconds = 30.0
+  return cfg

@@ -1,0 +1,89 @@
+"""A wall-clock budget (vmc/budget.py): training stops at its share, the evaluation that
+follows fits in the rest, and the same command afterwards changes nothing."""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from vmc import analysis, budget, config as config_lib, loop, train
+
+from conftest import tiny_config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts'))
+import accuracy_suite  # noqa: E402
+
+
+def _budgeted(tmp_path, minutes=0.5):
+  return config_lib.resolve(tiny_config(**{
+      'optim.optimizer': 'adam', 'optim.iterations': 1_000_000, 'budget_minutes': minutes,
+      'budget_evaluation': 0.5, 'log.save_path': str(tmp_path / 'run')}))
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_trains_then_evaluates_within_its_budget(tmp_path):
+  spec = _budgeted(tmp_path)
+  t0 = time.time()
+  result = train.run(spec)
+  elapsed = time.time() - t0
+  run = tmp_path / 'run'
+  prep = json.loads((run / 'budget.json').read_text())['preparation_seconds']
+  trained = analysis.read_stats(str(run))
+  assert result.complete and 100 < result.steps < 1_000_000
+  # Training ends at the first iteration past its share (half of 30 s, less preparation).
+  assert trained['wall_time'][-2] < 15.0 - prep <= trained['wall_time'][-1]
+  evaluated = json.loads((run / 'evaluation' / 'summary.json').read_text())
+  assert evaluated['mode'] == 'evaluation' and evaluated['iterations'] > 100
+  assert abs(evaluated['energy'] - (-2.9037)) < 0.2  # a real helium energy
+  left = json.loads((run / 'evaluation' / 'config.json').read_text())['budget_minutes']
+  assert left * 60 == pytest.approx(30.0 - prep - trained['wall_time'][-1])
+  assert elapsed < 30.0 + 5.0  # the budget, and the summaries and exit after it
+  # The same command again: both phases complete, nothing trained or evaluated.
+  before = {p: (run / p).read_bytes() for p in ('train_stats.csv', 'evaluation/eval_stats.csv')}
+  assert train.run(spec).steps == result.steps
+  assert all((run / p).read_bytes() == b for p, b in before.items())
+
+
+def test_deadline_ends_the_phase_complete_at_the_first_row_past_it():
+  rows = iter([0.5, 1.5, 2.5, 3.5])
+
+  def step(state, t):
+    return state + 1, {'wall_time': next(rows)}
+  with loop.Signals() as signals:
+    state, next_t, stopped = loop.iterate(step, 0, 0, 10, [budget.Deadline(2.0)], signals)
+  assert (state, next_t, stopped) == (3, 3, False)
+
+
+def test_no_evaluation_when_too_little_is_left(tmp_path):
+  spec = _budgeted(tmp_path, minutes=0.1)  # 6 s in all, 3 s for the evaluation
+  os.makedirs(tmp_path / 'run')
+  (tmp_path / 'run' / 'budget.json').write_text('{"preparation_seconds": 2.0}')
+  (tmp_path / 'run' / 'train_stats.csv').write_text('step,energy,wall_time\n0,-2.9,3.5\n')
+  assert budget.evaluation_spec(spec, str(tmp_path / 'run')) is None  # 0.5 s left
+  (tmp_path / 'run' / 'train_stats.csv').write_text('step,energy,wall_time\n0,-2.9,0.5\n')
+  follow = budget.evaluation_spec(_budgeted(tmp_path, minutes=1.0), str(tmp_path / 'run'))
+  assert follow.evaluation and follow.budget_minutes == pytest.approx((60 - 2.5) / 60)
+  assert follow.log.restore_path == str(tmp_path / 'run')
+
+
+def test_accuracy_suite_tabulates_finished_runs(tmp_path):
+  for seed, energy in ((1, -37.8420), (2, -37.8410)):
+    folder = tmp_path / f'C_seed{seed}'
+    os.makedirs(folder / 'evaluation')
+    (folder / 'evaluation' / 'summary.json').write_text(json.dumps(dict(
+        system='C', energy=energy, energy_error=0.0004, iterations=500, variance=0.2,
+        reference_energy=-37.845, reference_source='x', error_mha=(energy + 37.845) * 1e3,
+        error_mha_error=0.4)))
+    (folder / 'summary.json').write_text(json.dumps(dict(iterations=9000)))
+    (folder / 'suite.json').write_text(json.dumps(dict(wall_seconds=3000.0)))
+  os.makedirs(tmp_path / 'C_seed3')  # not finished: left out
+  text = accuracy_suite.report(str(tmp_path))
+  assert '| C | 2 | +3.50 | 0.71 | +4.00 | 50.0 |' in text
+  rows = json.loads((tmp_path / 'accuracy.json').read_text())
+  assert [r['run'] for r in rows] == ['C_seed1', 'C_seed2']
+  assert np.isclose(rows[0]['error_mha'], 3.0)
+  assert accuracy_suite.system_flag('Li2') == '--config.system.molecule=Li2'
+  assert accuracy_suite.system_flag('N') == '--config.system.atom=N'

@@ -1,0 +1,99 @@
+"""A wall-clock budget for a run (budget_minutes > 0): train, then evaluate, within it.
+
+  preparation   SCF, pretraining, burn-in: from the start of the run to its first training
+                iteration; recorded in budget.json of the run folder, so that a resumed
+                run counts it again
+  training      the loop ends once the statistics' wall_time reaches
+                (1 - budget_evaluation) * budget - preparation (or at optim.iterations)
+  evaluation    <save_path>/evaluation, an evaluation run (optimizer none, FermiNet's
+                inference mode) restored from the trained wavefunction, whose budget is
+                what is left: budget - preparation - the training's wall_time. Its own
+                loop ends when its wall_time reaches that less its own preparation (restore,
+                burn-in), and its summary.json holds the run's estimate (reblocked)
+
+The shares follow from files in the run folders (budget.json, the statistics' wall_time),
+not from the clock of one session, so that the same command after a preemption resumes
+the same phase with the same remaining budget. Time between sessions does not count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+
+from vmc import analysis, config as config_lib, loop, parallel, writers
+from vmc.config import Spec
+
+FILE = 'budget.json'
+EVALUATION_FOLDER = 'evaluation'
+MIN_EVALUATION_SECONDS = 10.0  # less than this left: no evaluation (said in the log)
+
+
+def share(spec: Spec) -> float:
+  """Seconds of the budget for this run's phase: all of it for an evaluation."""
+  fraction = 1.0 if spec.evaluation else 1.0 - spec.budget_evaluation
+  return 60.0 * spec.budget_minutes * fraction
+
+
+def _recorded(save_path: str) -> float | None:
+  try:
+    with open(os.path.join(save_path, FILE)) as f:
+      return float(json.load(f)['preparation_seconds'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def allowance(spec: Spec, save_path: str, seconds_so_far: float) -> float:
+  """The wall_time (statistics column) at which this run's loop ends. The preparation is
+  budget.json's if an earlier session recorded it, else `seconds_so_far` (this session's,
+  recorded now by process 0)."""
+  def prepared() -> float:
+    seconds = _recorded(save_path)
+    if seconds is None:
+      seconds = seconds_so_far
+      writers.write_text_atomically(os.path.join(save_path, FILE), json.dumps(
+          {'budget_minutes': spec.budget_minutes, 'preparation_seconds': seconds},
+          indent=2) + '\n')
+    return seconds
+  return share(spec) - parallel.on_main(prepared)
+
+
+class Deadline(loop.Hook):
+  """Ends the phase (complete) at the first iteration whose wall_time reaches `limit`."""
+
+  def __init__(self, limit: float) -> None:
+    self.limit = limit
+    self.reached = False
+
+  def after(self, t: int, state: Any, row: dict) -> None:
+    self.reached = row['wall_time'] >= self.limit
+
+  def ends(self) -> bool:
+    return self.reached
+
+
+def evaluation_spec(spec: Spec, save_path: str) -> Spec | None:
+  """The evaluation that follows a finished budgeted training in `save_path`, or None when
+  there is none to run (no budget, an evaluation itself, or under
+  MIN_EVALUATION_SECONDS left)."""
+  if not spec.budget_minutes or spec.evaluation:
+    return None
+
+  def used() -> float:
+    walls = analysis.read_stats(save_path).get('wall_time')
+    return (_recorded(save_path) or 0.0) + (float(walls[-1]) if walls is not None and len(walls)
+                                             else 0.0)
+  left = 60.0 * spec.budget_minutes - parallel.on_main(used)
+  if left < MIN_EVALUATION_SECONDS:
+    logging.warning('budget: %.0f s left after training; no evaluation phase (raise '
+                    'budget_evaluation or budget_minutes)', left)
+    return None
+  return config_lib.resolve_variant(config_lib.from_json(spec.config_json), {
+      'optim.optimizer': 'none',
+      'log.restore_path': save_path,
+      'log.save_path': os.path.join(save_path, EVALUATION_FOLDER),
+      'budget_minutes': left / 60.0,
+  })
