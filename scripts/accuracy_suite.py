@@ -35,9 +35,11 @@ sys.path.insert(0, ROOT)
 from vmc import systems  # noqa: E402
 
 
-def system_flag(name: str) -> str:
-  kind = 'molecule' if name in systems.MOLECULES else 'atom'
-  return f'--config.system.{kind}={name}'
+def system_flags(name: str) -> list[str]:
+  """A molecule's name clears the preset's atom."""
+  if name in systems.MOLECULES:
+    return ['--config.system.atom=', f'--config.system.molecule={name}']
+  return [f'--config.system.atom={name}']
 
 
 def run_folder(out: str, system: str, seed: int) -> str:
@@ -45,7 +47,7 @@ def run_folder(out: str, system: str, seed: int) -> str:
 
 
 def command(system: str, seed: int, args: argparse.Namespace) -> list[str]:
-  return [sys.executable, '-m', 'vmc', f'--config={args.config}', system_flag(system),
+  return [sys.executable, '-m', 'vmc', f'--config={args.config}', *system_flags(system),
           f'--config.budget_minutes={args.budget}', f'--config.debug.seed={seed}',
           f'--config.log.save_path={run_folder(args.out, system, seed)}',
           *(f'--config.{kv}' for kv in args.set)]

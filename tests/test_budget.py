@@ -85,5 +85,6 @@ def test_accuracy_suite_tabulates_finished_runs(tmp_path):
   rows = json.loads((tmp_path / 'accuracy.json').read_text())
   assert [r['run'] for r in rows] == ['C_seed1', 'C_seed2']
   assert np.isclose(rows[0]['error_mha'], 3.0)
-  assert accuracy_suite.system_flag('Li2') == '--config.system.molecule=Li2'
-  assert accuracy_suite.system_flag('N') == '--config.system.atom=N'
+  assert accuracy_suite.system_flags('Li2') == ['--config.system.atom=',
+                                                 '--config.system.molecule=Li2']
+  assert accuracy_suite.system_flags('N') == ['--config.system.atom=N']
