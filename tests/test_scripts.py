@@ -136,3 +136,33 @@ def test_the_gpu_check_dry_run_on_cpu_writes_every_part(tmp_path, capsys):
   # Without an accelerator and without --allow_cpu it stops at once.
   if jax.default_backend() == 'cpu':
     assert gpu_check.main(['--out', str(tmp_path / 'refused')]) == 1
+
+
+def test_time_to_accuracy_reports_the_median_over_seeds(tmp_path):
+  """Three synthetic Li runs that reach 10 mHa at different times, one never reaches 1 mHa:
+  the per-checkout median is the middle crossing, and a run that never crosses counts as
+  the slowest."""
+  import time_to_accuracy
+  from vmc import reference, systems, writers
+  exact = reference.lookup(systems.make_system(atom='Li')).energy
+  cfg = config_lib.default()
+  cfg.system.atom = 'Li'
+  t = np.arange(400)
+  for seed, (scale, floor) in {7: (50, 0.0), 8: (100, 0.0), 9: (200, 0.002)}.items():
+    run = tmp_path / f'abc_seed{seed}'
+    run.mkdir()
+    (run / 'config.json').write_text(cfg.to_json_best_effort())
+    energy = exact + floor + 0.05 * np.exp(-t / scale)
+    for name, rows in (('train_stats.csv', t), ('pretrain_stats.csv', t[:1])):
+      with open(run / name, 'w') as f:
+        f.write(','.join(writers.TRAIN_COLUMNS) + '\n')
+        for i in rows:
+          f.write(f'{i},{energy[i]},0,0,0.5,0.1,0.2,0.05,0,{float(i + 1)}\n')
+  table = time_to_accuracy.report(str(tmp_path), window=10)
+  rows = {r['run']: r for r in (time_to_accuracy.summarize(str(tmp_path / d), 10)
+                                for d in sorted(os.listdir(tmp_path)))}
+  tens = sorted(rows[f'abc_seed{s}']['10'][1] for s in (7, 8, 9))
+  assert rows['abc_seed9']['1'] is None
+  assert f'| abc | 3 | {tens[1]:.0f} (3/3) |' in table
+  ones = sorted(rows[f'abc_seed{s}']['1'][1] for s in (7, 8))
+  assert table.split('\n')[-3].endswith(f'| {ones[1]:.0f} (2/3) |')
