@@ -103,8 +103,10 @@ def find(spec: Spec, model: iteration.Model, seed: int, save_path: str,
                            mcmc=state.mcmc._replace(
                                acceptance_sum=parallel.replicate(jnp.zeros((), jnp.float32))))
     needs_burn_in = True
-    logging.info('evaluation: %d iterations of the restored wavefunction after a burn-in '
-                 'of %d', spec.optim.iterations, spec.mcmc.burn_in)
+    length = (f'up to {spec.budget_minutes:.1f} minutes (budget_minutes)' if spec.budget_minutes
+              else f'{spec.optim.iterations} iterations')
+    logging.info('evaluation: %s of the restored wavefunction after a burn-in of %d', length,
+                 spec.mcmc.burn_in)
   return Start(state, restored, resumed, needs_burn_in, None)
 
 
