@@ -64,7 +64,15 @@ def _parse(path, args, monkeypatch):
   return values.config
 
 
-@pytest.mark.parametrize('path', ['atom.py', 'psiformer/small.py'])
+def test_the_budget_preset_takes_its_budget_from_the_command_line(monkeypatch):
+  path = os.path.join(ROOT, 'configs', 'budget.py')
+  spec = config_lib.resolve(_parse(path, ['--config.budget_minutes=60'], monkeypatch))
+  assert (spec.budget_minutes, spec.budget_evaluation, spec.optim.optimizer) == (
+      60.0, 0.15, 'spring')
+  assert spec.optim.iterations > 1_000_000  # the budget, not the count, ends training
+
+
+@pytest.mark.parametrize('path', ['atom.py', 'psiformer/small.py', 'budget.py'])
 def test_any_config_takes_a_molecule_from_the_command_line(path, monkeypatch):
   path = os.path.join(ROOT, 'configs', path)
   cfg = _parse(path, ['--config.system.atom=', '--config.system.molecule=LiH'], monkeypatch)
