@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -60,8 +61,7 @@ def run(system: str, seed: int, args: argparse.Namespace) -> None:
     print(f'{folder}: evaluated, not rerun', file=sys.stderr)
     return
   cmd = command(system, seed, args)
-  print(' '.join(cmd[2:]).replace(f'--config={args.config}', f'vmc --config {args.config}'),
-        file=sys.stderr, flush=True)
+  print('vmc', shlex.join(cmd[3:]), file=sys.stderr, flush=True)
   t0 = time.time()
   with open(os.path.join(args.out, f'{system}_seed{seed}.log'), 'ab') as log:
     code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
