@@ -3,6 +3,7 @@ follows fits in the rest, and the same command afterwards changes nothing."""
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -45,6 +46,32 @@ def test_a_budgeted_run_trains_then_evaluates_within_its_budget(tmp_path):
   before = {p: (run / p).read_bytes() for p in ('train_stats.csv', 'evaluation/eval_stats.csv')}
   assert train.run(spec).steps == result.steps
   assert all((run / p).read_bytes() == b for p, b in before.items())
+
+
+@pytest.mark.slow
+def test_a_run_stopped_in_training_resumes_with_the_budget_it_had_left(tmp_path, monkeypatch):
+  """SIGTERM at step 50: checkpoint, no evaluation; the same command continues the
+  training to the same wall_time (the preparation read back, not measured again), then
+  evaluates."""
+  spec, run = _budgeted(tmp_path), tmp_path / 'run'
+  original = budget.Deadline.after
+
+  def after(self, t, state, row):
+    original(self, t, state, row)
+    if t == 50:
+      os.kill(os.getpid(), signal.SIGTERM)
+  monkeypatch.setattr(budget.Deadline, 'after', after)
+  first = train.run(spec)
+  assert (first.steps, first.complete) == (51, False)
+  assert not (run / 'evaluation').exists()
+  recorded = (run / 'budget.json').read_text()
+  monkeypatch.undo()
+  assert train.run(spec).complete
+  assert (run / 'budget.json').read_text() == recorded
+  prep = json.loads(recorded)['preparation_seconds']
+  walls = analysis.read_stats(str(run))['wall_time']
+  assert walls[-2] < 15.0 - prep <= walls[-1] and len(walls) > 100
+  assert json.loads((run / 'evaluation' / 'summary.json').read_text())['iterations'] > 100
 
 
 def test_deadline_ends_the_phase_complete_at_the_first_row_past_it():
