@@ -3,12 +3,12 @@
 
 Training stops at 85% of budget_minutes (SCF, pretraining and burn-in included), then the
 trained wavefunction is evaluated (optimizer none) for the rest; the estimate, with a
-reblocked error bar, is <save_path>/evaluation/summary.json (vmc/budget.py,
-docs/accuracy.md). The settings are those that gave the lowest energy per CPU-minute for
-the 3-10 electron atoms and molecules of docs/accuracy.md, where their measured errors
-are: SPRING on a mid-sized FermiNet (three (64, 16) layers, 8 dense determinants),
-256 walkers, a learning rate held for the whole budget. Any system key works, e.g.
---config.system.molecule=Li2; a larger budget or batch_size helps larger systems.
+reblocked error bar, is <save_path>/evaluation/summary.json (vmc/budget.py).
+The settings: SPRING, the optimizer that measured best at equal CPU time on Li and C, on a
+mid-sized FermiNet (three (64, 16) layers, 8 dense determinants), 256 walkers, FermiNet's
+learning-rate schedule. docs/accuracy.md has the errors they reach per budget and which
+other settings were tried. For a molecule clear the atom:
+--config.system.atom= --config.system.molecule=Li2.
 """
 
 from vmc import config

@@ -60,6 +60,10 @@ def run(system: str, seed: int, args: argparse.Namespace) -> None:
   if os.path.exists(os.path.join(folder, 'evaluation', 'summary.json')):
     print(f'{folder}: evaluated, not rerun', file=sys.stderr)
     return
+  if os.path.exists(os.path.join(folder, 'suite.json')):
+    print(f'{folder}: finished without an evaluation (too little budget left; see its .log), '
+          'not rerun', file=sys.stderr)
+    return
   cmd = command(system, seed, args)
   print('vmc', shlex.join(cmd[3:]), file=sys.stderr, flush=True)
   t0 = time.time()
@@ -114,12 +118,13 @@ def report(out: str, label: str = '') -> str:
            '| system | run | error (mHa) | ± (mHa) | var(E_L) (Ha²) | training it | '
            'wall (min) |', '|---|---|---|---|---|---|---|']
   for r in rows:
-    lines.append(f'| {r["system"]} | {r["run"]} | {r["error_mha"]:+.2f} | '
-                 f'{r["error_mha_error"]:.2f} | {r["variance"]:.4f} | '
+    error = ('no reference | —' if r['error_mha'] is None else
+             f'{r["error_mha"]:+.2f} | {r["error_mha_error"]:.2f}')
+    lines.append(f'| {r["system"]} | {r["run"]} | {error} | {r["variance"]:.4f} | '
                  f'{r["training_iterations"]} | {r["wall_minutes"]:.1f} |')
   lines += ['', '| system | seeds | mean error (mHa) | seed spread (mHa) | worst (mHa) | '
             'max wall (min) |', '|---|---|---|---|---|---|']
-  for system in dict.fromkeys(r['system'] for r in rows):
+  for system in dict.fromkeys(r['system'] for r in rows if r['error_mha'] is not None):
     errors = np.array([r['error_mha'] for r in rows if r['system'] == system])
     walls = [r['wall_minutes'] for r in rows if r['system'] == system]
     spread = f'{errors.std(ddof=1):.2f}' if len(errors) > 1 else '—'

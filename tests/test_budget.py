@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from vmc import analysis, budget, config as config_lib, loop, train
+from vmc import analysis, budget, checkpoint, config as config_lib, loop, scans, train
+from vmc.errors import ConfigError
 
 from conftest import tiny_config
 
@@ -46,6 +47,28 @@ def test_a_budgeted_run_trains_then_evaluates_within_its_budget(tmp_path):
   before = {p: (run / p).read_bytes() for p in ('train_stats.csv', 'evaluation/eval_stats.csv')}
   assert train.run(spec).steps == result.steps
   assert all((run / p).read_bytes() == b for p, b in before.items())
+  # A larger budget trains on; the evaluation of the earlier checkpoint is set aside.
+  longer = train.run(_budgeted(tmp_path, minutes=0.75))
+  assert longer.steps > result.steps
+  old = run / f'evaluation_ckpt_{result.steps:06d}'
+  assert (old / 'eval_stats.csv').read_bytes() == before['evaluation/eval_stats.csv']
+  restored = json.loads((run / 'evaluation' / 'config.json').read_text())['log']['restore_path']
+  assert restored == str(run / f'ckpt_{longer.steps:06d}.npz')
+  assert json.loads((run / 'evaluation' / 'summary.json').read_text())['iterations'] > 100
+
+
+def test_a_budget_spent_before_training_is_one_line_and_keeps_the_state(tmp_path):
+  spec = _budgeted(tmp_path, minutes=0.001)  # 0.06 s: less than the burn-in's compilation
+  with pytest.raises(train.RunAborted, match='raise budget_minutes'):
+    train.run(spec)
+  assert (tmp_path / 'run' / 'budget.json').exists()
+  assert checkpoint.list_checkpoints(str(tmp_path / 'run'))  # the burned-in state
+
+
+def test_scans_refuse_a_budget():
+  cfg = tiny_config(budget_minutes=5.0)
+  with pytest.raises(ConfigError, match='budget_minutes=0'):
+    scans._spec(cfg, [('H', (0.0, 0.0, 0.0)), ('H', (0.0, 0.0, 1.4))])
 
 
 @pytest.mark.slow
@@ -88,12 +111,13 @@ def test_no_evaluation_when_too_little_is_left(tmp_path):
   spec = _budgeted(tmp_path, minutes=0.1)  # 6 s in all, 3 s for the evaluation
   os.makedirs(tmp_path / 'run')
   (tmp_path / 'run' / 'budget.json').write_text('{"preparation_seconds": 2.0}')
+  (tmp_path / 'run' / 'ckpt_000010.npz').write_bytes(b'')  # the training's last checkpoint
   (tmp_path / 'run' / 'train_stats.csv').write_text('step,energy,wall_time\n0,-2.9,3.5\n')
   assert budget.evaluation_spec(spec, str(tmp_path / 'run')) is None  # 0.5 s left
   (tmp_path / 'run' / 'train_stats.csv').write_text('step,energy,wall_time\n0,-2.9,0.5\n')
   follow = budget.evaluation_spec(_budgeted(tmp_path, minutes=1.0), str(tmp_path / 'run'))
   assert follow.evaluation and follow.budget_minutes == pytest.approx((60 - 2.5) / 60)
-  assert follow.log.restore_path == str(tmp_path / 'run')
+  assert follow.log.restore_path == str(tmp_path / 'run' / 'ckpt_000010.npz')
 
 
 def test_accuracy_suite_tabulates_finished_runs(tmp_path):

@@ -6,14 +6,17 @@
   training      the loop ends once the statistics' wall_time reaches
                 (1 - budget_evaluation) * budget - preparation (or at optim.iterations)
   evaluation    <save_path>/evaluation, an evaluation run (optimizer none, FermiNet's
-                inference mode) restored from the trained wavefunction, whose budget is
-                what is left: budget - preparation - the training's wall_time. Its own
-                loop ends when its wall_time reaches that less its own preparation (restore,
-                burn-in), and its summary.json holds the run's estimate (reblocked)
+                inference mode) restored from the training's last checkpoint, whose
+                budget is what is left: budget - preparation - the training's wall_time.
+                Its own loop ends when its wall_time reaches that less its own preparation
+                (restore, burn-in), and its summary.json holds the run's estimate
+                (reblocked). An evaluation of an earlier checkpoint (the budget was raised
+                and training went on) is set aside as evaluation_<its checkpoint>.
 
 The shares follow from files in the run folders (budget.json, the statistics' wall_time),
 not from the clock of one session, so that the same command after a preemption resumes
-the same phase with the same remaining budget. Time between sessions does not count.
+the same phase with the same remaining budget. Time between sessions does not count, nor
+does the preparation of a session stopped before training began (it is redone).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 
 from absl import logging
 
-from vmc import analysis, config as config_lib, loop, parallel, writers
+from vmc import analysis, checkpoint, config as config_lib, loop, parallel, spec as spec_lib
+from vmc import writers
 from vmc.config import Spec
 
 FILE = 'budget.json'
@@ -69,7 +73,9 @@ class Deadline(loop.Hook):
     self.reached = False
 
   def after(self, t: int, state: Any, row: dict) -> None:
-    self.reached = row['wall_time'] >= self.limit
+    # Process 0's clock alone, the one its statistics file records: a rerun then finds
+    # the phase complete from that file.
+    self.reached = parallel.is_main() and row['wall_time'] >= self.limit
 
   def ends(self) -> bool:
     return self.reached
@@ -82,18 +88,41 @@ def evaluation_spec(spec: Spec, save_path: str) -> Spec | None:
   if not spec.budget_minutes or spec.evaluation:
     return None
 
-  def used() -> float:
-    walls = analysis.read_stats(save_path).get('wall_time')
-    return (_recorded(save_path) or 0.0) + (float(walls[-1]) if walls is not None and len(walls)
-                                             else 0.0)
-  left = 60.0 * spec.budget_minutes - parallel.on_main(used)
+  folder = os.path.join(save_path, EVALUATION_FOLDER)
+
+  def used() -> tuple[float, str]:
+    try:
+      walls = analysis.read_stats(save_path).get('wall_time')
+    except FileNotFoundError:
+      walls = None
+    trained = float(walls[-1]) if walls is not None and len(walls) else 0.0
+    last = checkpoint.list_checkpoints(save_path)[-1][1]
+    _set_aside_if_stale(folder, last)
+    return (_recorded(save_path) or 0.0) + trained, last
+  spent, last = parallel.on_main(used)
+  left = 60.0 * spec.budget_minutes - spent
   if left < MIN_EVALUATION_SECONDS:
     logging.warning('budget: %.0f s left after training; no evaluation phase (raise '
                     'budget_evaluation or budget_minutes)', left)
     return None
   return config_lib.resolve_variant(config_lib.from_json(spec.config_json), {
       'optim.optimizer': 'none',
-      'log.restore_path': save_path,
-      'log.save_path': os.path.join(save_path, EVALUATION_FOLDER),
+      'optim.iterations': spec_lib.MAX_INT,  # the budget ends it
+      'log.restore_path': last,
+      'log.save_path': folder,
       'budget_minutes': left / 60.0,
   })
+
+
+def _set_aside_if_stale(folder: str, checkpoint_path: str) -> None:
+  """An evaluation folder of another training checkpoint is renamed, not reused."""
+  try:
+    with open(os.path.join(folder, 'config.json')) as f:
+      evaluated = json.load(f)['log']['restore_path']
+  except (OSError, ValueError, KeyError, TypeError):
+    return
+  if os.path.abspath(evaluated) != os.path.abspath(checkpoint_path):
+    name = os.path.basename(evaluated).removesuffix('.npz')
+    os.rename(folder, f'{folder}_{name}')
+    logging.warning('budget: %s evaluated %s, not the last checkpoint %s; set aside as %s',
+                    folder, evaluated, checkpoint_path, f'{folder}_{name}')

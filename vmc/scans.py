@@ -103,6 +103,10 @@ def check_geometries(base: Any, geometries: Sequence[Geometry], plan: PointPlan)
 def _spec(base: Any, atoms: Geometry, **overrides: Any) -> Spec:
   """The spec of the config `base` (a ConfigDict) at the geometry `atoms`, with dotted
   keys overridden."""
+  if base.get('budget_minutes'):
+    raise ConfigError('budget_minutes is the budget of one run; a scan or relaxation trains '
+                      'and evaluates every geometry for optim.iterations: set '
+                      'budget_minutes=0')
   return config_lib.resolve_variant(base, {
       'system.atom': '', 'system.units': 'bohr',
       'system.molecule': [(s, tuple(float(v) for v in c)) for s, c in atoms], **overrides})

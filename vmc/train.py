@@ -67,7 +67,10 @@ def run(spec: Spec) -> RunResult:
   with loop.Signals() as signals:
     result = _run_phase(spec, save_path, signals, t0)
     evaluation = budget.evaluation_spec(spec, save_path) if result.complete else None
-    if evaluation is not None and not signals.any_process():
+    if evaluation is not None and signals.any_process():
+      logging.warning('stopped by %s before the evaluation; run the same command again to '
+                      'evaluate', signals.cause())
+    elif evaluation is not None:
       logging.info('budget: evaluating the trained wavefunction for %.1f minutes in %s',
                    evaluation.budget_minutes, evaluation.log.save_path)
       _run_phase(evaluation, evaluation.log.save_path, signals, time.time())
@@ -172,6 +175,11 @@ def _train(spec: Spec, model: iteration.Model, state: TrainState, save_path: str
   store, rows = start_lib.open_stats(spec, save_path, first, start, obs)
   deadline = (budget.Deadline(budget.allowance(spec, save_path, time.time() - t0))
               if spec.budget_minutes else None)
+  if deadline and deadline.limit <= 0 and not rows.energies:
+    raise RunAborted(f'budget_minutes={spec.budget_minutes:g}: the SCF, pretraining and '
+                     f'burn-in used {budget.share(spec) - deadline.limit:.0f} s, all of this '
+                     f'{spec.mode}\'s share ({budget.share(spec):.0f} s); raise budget_minutes '
+                     '(the same command then goes on from the saved state)')
   if first >= total or (deadline and rows.time_offset >= deadline.limit):
     what = 'budget_minutes' if first < total else 'optim.iterations'
     logging.info('the run in %s is complete at step %d; raise %s to continue', save_path,
