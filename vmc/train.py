@@ -203,8 +203,8 @@ def _train(spec: Spec, model: iteration.Model, state: TrainState, save_path: str
     hooks = [*([observables.Measure(obs, store)] if obs else []),
              loop.StatsFile(csv, stats_path), streak,
              loop.Progress(total, spec.log.print_every_seconds, writers.progress_text,
-                           seconds_left=None if deadline is None else lambda: deadline.limit - (
-                               rows.time_offset + time.time() - rows.t_start)),
+                           seconds_left=None if deadline is None
+                           else lambda: deadline.limit - rows.wall_time()),
              loop.Checkpoints(spec.log.save_frequency, total,
                               lambda s: _save(spec, save_path, s, store), streak, csv.flush),
              *([deadline] if deadline else [])]
@@ -229,7 +229,7 @@ def _finish(spec: Spec, save_path: str, state: TrainState, store: observables.Ar
     return RunResult(save_path, step, np.asarray(rows.energies), state)
   if step < total:
     logging.info('budget: %s ended at step %d, wall_time %.0f s', spec.mode, step,
-                 rows.time_offset + time.time() - rows.t_start)
+                 rows.wall_time())
   logging.info('checkpoint %s', path)
   summary = parallel.on_main(lambda: write_summary(save_path))
   if summary and summary.get('energy') is None:

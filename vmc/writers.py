@@ -188,6 +188,10 @@ class TrainingRows:
     self.time_offset = float(walls[-1]) if len(walls) else 0.0
     self.t_start = time.time()
 
+  def wall_time(self) -> float:
+    """Seconds of this phase so far, a resumed run's earlier sessions included."""
+    return self.time_offset + time.time() - self.t_start
+
   def row(self, t: int, s: dict[str, Any]) -> dict:
     """s: the iteration's StepStats as host arrays (energy, variance, pmove, width,
     learning_rate, rejected, energy_matrix)."""
@@ -197,7 +201,7 @@ class TrainingRows:
     row = dict(step=t, energy=energy, ewmean=ewmean, ewvar=ewvar, pmove=float(s['pmove']),
                variance=float(s['variance']), move_width=float(s['width']),
                learning_rate=float(s['learning_rate']), rejected=int(s['rejected']),
-               wall_time=self.time_offset + time.time() - self.t_start)
+               wall_time=self.wall_time())
     if self.states:
       matrix = np.asarray(s['energy_matrix'], np.float64)
       with np.errstate(all='ignore'):
