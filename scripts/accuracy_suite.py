@@ -100,6 +100,8 @@ def row(folder: str) -> dict | None:
       reference=summary.get('reference_energy'), reference_source=summary.get(
           'reference_source'), error_mha=summary.get('error_mha'),
       error_mha_error=summary.get('error_mha_error'),
+      error_converged=summary.get('error_converged', True),
+      training_error_mha=training.get('error_mha'),
       variance=summary.get('variance'),
       training_iterations=training.get('iterations'),
       evaluation_iterations=summary['iterations'],
@@ -116,12 +118,15 @@ def report(out: str, label: str = '') -> str:
     json.dump(rows, f, indent=2)
   lines = [f'{label}' if label else '',
            '| system | run | error (mHa) | ± (mHa) | var(E_L) (Ha²) | training it | '
-           'wall (min) |', '|---|---|---|---|---|---|---|']
+           'training mean (mHa) | wall (min) |', '|---|---|---|---|---|---|---|---|']
   for r in rows:
     error = ('no reference | —' if r['error_mha'] is None else
-             f'{r["error_mha"]:+.2f} | {r["error_mha_error"]:.2f}')
+             f'{r["error_mha"]:+.2f} | {r["error_mha_error"]:.2f}'
+             + ('' if r['error_converged'] else ' (lower bound)'))
+    trained = ('—' if r['training_error_mha'] is None else
+               f'{r["training_error_mha"]:+.2f}')
     lines.append(f'| {r["system"]} | {r["run"]} | {error} | {r["variance"]:.4f} | '
-                 f'{r["training_iterations"]} | {r["wall_minutes"]:.1f} |')
+                 f'{r["training_iterations"]} | {trained} | {r["wall_minutes"]:.1f} |')
   lines += ['', '| system | seeds | mean error (mHa) | seed spread (mHa) | worst (mHa) | '
             'max wall (min) |', '|---|---|---|---|---|---|']
   for system in dict.fromkeys(r['system'] for r in rows if r['error_mha'] is not None):

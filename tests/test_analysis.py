@@ -29,3 +29,15 @@ def test_seconds_per_iteration_ignores_compilation_and_restarts():
   assert analysis.seconds_per_iteration({'wall_time': wall}, skip=0) == 0.25
   with pytest.raises(ValueError, match='need more than 11 iterations'):
     analysis.seconds_per_iteration({'wall_time': wall[:5]})
+
+
+def test_summary_line_says_when_the_error_bar_is_a_lower_bound():
+  rng = np.random.default_rng(0)
+  white = -1.0 + 0.01 * rng.normal(size=4096)
+  # A slow drift: autocorrelated over the whole window, so no block length is long enough.
+  drift = -1.0 + 0.01 * np.cumsum(rng.normal(size=4096)) / 30.0
+  for energies, bound in ((white, False), (drift, True)):
+    summary = analysis.summarize_stats({'energy': energies, 'variance': np.ones(4096)}, 1.0)
+    assert summary['error_converged'] is (not bound)
+    line = analysis.summary_lines(summary)[0]
+    assert ('a lower bound' in line) is bound, line

@@ -232,7 +232,9 @@ def summary_lines(summary: dict) -> list[str]:
     error = f' +- {summary["energy_error"]:.6f} Ha (lowest of {summary["states"]} states)'
   elif np.isfinite(summary['energy_error']):
     error = (f' +- {summary["energy_error"]:.6f} Ha (reblocked; autocorrelation time '
-             f'{summary["tau"]:.1f} iterations)')
+             f'{summary["tau"]:.1f} iterations')
+    error += ('; a lower bound: the window is short for its autocorrelation time, run '
+              'longer)' if not summary.get('error_converged', True) else ')')
   else:
     error = ' Ha (too few iterations for an error bar)'
   hamiltonian = summary.get('hamiltonian', 'all-electron')
