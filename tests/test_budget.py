@@ -127,15 +127,68 @@ def test_accuracy_suite_tabulates_finished_runs(tmp_path):
     (folder / 'evaluation' / 'summary.json').write_text(json.dumps(dict(
         system='C', energy=energy, energy_error=0.0004, iterations=500, variance=0.2,
         reference_energy=-37.845, reference_source='x', error_mha=(energy + 37.845) * 1e3,
-        error_mha_error=0.4)))
-    (folder / 'summary.json').write_text(json.dumps(dict(iterations=9000)))
+        error_mha_error=0.4, error_converged=seed == 1)))
+    (folder / 'summary.json').write_text(json.dumps(dict(iterations=9000, error_mha=2.5)))
     (folder / 'suite.json').write_text(json.dumps(dict(wall_seconds=3000.0)))
   os.makedirs(tmp_path / 'C_seed3')  # not finished: left out
   text = accuracy_suite.report(str(tmp_path))
   assert '| C | 2 | +3.50 | 0.71 | +4.00 | 50.0 |' in text
+  assert '| C | C_seed1 | +3.00 | 0.40 | 0.2000 | 9000 | +2.50 | 50.0 |' in text
+  assert '| C | C_seed2 | +4.00 | 0.40 (lower bound) |' in text
   rows = json.loads((tmp_path / 'accuracy.json').read_text())
   assert [r['run'] for r in rows] == ['C_seed1', 'C_seed2']
   assert np.isclose(rows[0]['error_mha'], 3.0)
   assert accuracy_suite.system_flags('Li2') == ['--config.system.atom=',
                                                  '--config.system.molecule=Li2']
   assert accuracy_suite.system_flags('N') == ['--config.system.atom=N']
+
+
+@pytest.mark.slow
+def test_the_learning_rate_anneals_over_the_iterations_the_budget_allows(tmp_path):
+  """delay_fraction: the first CALIBRATION_ITERATIONS time the step, then the schedule's
+  delay is that fraction of the training iterations the budget allows at that rate."""
+  spec = config_lib.resolve(tiny_config(**{
+      'optim.optimizer': 'adam', 'optim.iterations': 1_000_000, 'budget_minutes': 0.2,
+      'budget_evaluation': 0.05, 'optim.lr.delay_fraction': 0.5,
+      'log.save_path': str(tmp_path / 'run')}))
+  result = train.run(spec)
+  run = tmp_path / 'run'
+  recorded = json.loads((run / 'budget.json').read_text())
+  allowed = (12.0 * 0.95 - recorded['preparation_seconds']) / recorded['seconds_per_iteration']
+  delay = json.loads((run / 'config.json').read_text())['optim']['lr']['delay']
+  assert delay == max(1, round(0.5 * allowed))
+  assert 0.3 * allowed < result.steps < 3.0 * allowed  # the rate measured was the rate run
+  stats = analysis.read_stats(str(run))
+  t, rate = stats['step'], spec.optim.lr.rate
+  n = budget.CALIBRATION_ITERATIONS
+  np.testing.assert_allclose(stats['learning_rate'][:n], rate / (1 + t[:n] / 10000.0),
+                             rtol=1e-5)
+  np.testing.assert_allclose(stats['learning_rate'][n:], rate / (1 + t[n:] / delay),
+                             rtol=1e-5)
+  assert not (run / 'evaluation').exists()  # 0.6 s left: too little to evaluate
+  # Rerun with a raised budget: the recorded rate, the delay of the larger budget.
+  raised = config_lib.resolve(tiny_config(**{
+      'optim.optimizer': 'adam', 'optim.iterations': 1_000_000, 'budget_minutes': 0.3,
+      'budget_evaluation': 0.05, 'optim.lr.delay_fraction': 0.5,
+      'log.save_path': str(run)}))
+  assert budget.calibrated(raised, str(run)).optim.lr.delay == max(1, round(
+      0.5 * (18.0 * 0.95 - recorded['preparation_seconds'])
+      / recorded['seconds_per_iteration']))
+
+
+def test_delay_fraction_needs_a_budget_and_waits_for_a_rate(tmp_path):
+  with pytest.raises(ConfigError, match='give budget_minutes too'):
+    config_lib.resolve(tiny_config(**{'optim.lr.delay_fraction': 0.5}))
+  spec = config_lib.resolve(tiny_config(**{'optim.lr.delay_fraction': 0.25,
+                                           'budget_minutes': 10.0}))
+  assert budget.calibrating(spec, str(tmp_path))
+  assert budget.calibrated(spec, str(tmp_path)) is spec  # nothing measured yet
+  (tmp_path / 'budget.json').write_text(json.dumps(
+      {'preparation_seconds': 60.0, 'seconds_per_iteration': 0.5}))
+  assert not budget.calibrating(spec, str(tmp_path))
+  # 85% of 600 s less 60 s of preparation, at 0.5 s each: 900 iterations; a quarter.
+  assert budget.calibrated(spec, str(tmp_path)).optim.lr.delay == 225.0
+  rate = budget.Rate()
+  for wall in (10.0, 10.5, 11.0, 11.5):  # the first row carries the compilation
+    rate.after(0, None, {'wall_time': wall})
+  assert rate.seconds_per_iteration() == 0.5

@@ -70,6 +70,7 @@ def test_the_budget_preset_takes_its_budget_from_the_command_line(monkeypatch):
   assert (spec.budget_minutes, spec.budget_evaluation, spec.optim.optimizer) == (
       60.0, 0.15, 'spring')
   assert spec.optim.iterations > 1_000_000  # the budget, not the count, ends training
+  assert spec.optim.lr.delay_fraction == 0.3  # the learning rate anneals over the budget
 
 
 @pytest.mark.parametrize('path', ['atom.py', 'psiformer/small.py', 'budget.py'])

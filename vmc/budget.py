@@ -5,6 +5,11 @@
                 run counts it again
   training      the loop ends once the statistics' wall_time reaches
                 (1 - budget_evaluation) * budget - preparation (or at optim.iterations)
+  learning rate with optim.lr.delay_fraction: the training's first CALIBRATION_ITERATIONS
+                measure its seconds per iteration (kept in budget.json), from which
+                the iterations of the training's share follow; the schedule's delay is
+                that fraction of them (the step is compiled again once), so that the
+                learning rate anneals over the budget whatever the machine
   evaluation    <save_path>/evaluation, an evaluation run (optimizer none, FermiNet's
                 inference mode) restored from the training's last checkpoint, whose
                 budget is what is left: budget - preparation - the training's wall_time.
@@ -34,6 +39,7 @@ from vmc.config import Spec
 FILE = 'budget.json'
 EVALUATION_FOLDER = 'evaluation'
 MIN_EVALUATION_SECONDS = 10.0  # less than this left: no evaluation (said in the log)
+CALIBRATION_ITERATIONS = 30  # the first iteration, with its compilation, is not timed
 
 
 def share(spec: Spec) -> float:
@@ -42,12 +48,28 @@ def share(spec: Spec) -> float:
   return 60.0 * spec.budget_minutes * fraction
 
 
-def _recorded(save_path: str) -> float | None:
+def _read(save_path: str, name: str) -> float | None:
   try:
     with open(os.path.join(save_path, FILE)) as f:
-      return float(json.load(f)['preparation_seconds'])
+      return float(json.load(f)[name])
   except (OSError, ValueError, KeyError, TypeError):
     return None
+
+
+def _recorded(save_path: str) -> float | None:
+  return _read(save_path, 'preparation_seconds')
+
+
+def _record(save_path: str, **values: float) -> None:
+  """Adds `values` to budget.json (process 0)."""
+  try:
+    with open(os.path.join(save_path, FILE)) as f:
+      data = json.load(f)
+  except (OSError, ValueError):
+    data = {}
+  data.update(values)
+  writers.write_text_atomically(os.path.join(save_path, FILE),
+                                json.dumps(data, indent=2) + '\n')
 
 
 def allowance(spec: Spec, save_path: str, seconds_so_far: float) -> float:
@@ -58,9 +80,7 @@ def allowance(spec: Spec, save_path: str, seconds_so_far: float) -> float:
     seconds = _recorded(save_path)
     if seconds is None:
       seconds = seconds_so_far
-      writers.write_text_atomically(os.path.join(save_path, FILE), json.dumps(
-          {'budget_minutes': spec.budget_minutes, 'preparation_seconds': seconds},
-          indent=2) + '\n')
+      _record(save_path, budget_minutes=spec.budget_minutes, preparation_seconds=seconds)
     return seconds
   return share(spec) - parallel.on_main(prepared)
 
@@ -79,6 +99,65 @@ class Deadline(loop.Hook):
 
   def ends(self) -> bool:
     return self.reached
+
+
+def calibrating(spec: Spec, save_path: str) -> bool:
+  """Whether this training must first measure its iteration rate (delay_fraction set,
+  none recorded yet)."""
+  if not spec.budget_minutes or spec.evaluation or not spec.optim.lr.delay_fraction:
+    return False
+  return parallel.on_main(lambda: _read(save_path, 'seconds_per_iteration')) is None
+
+
+def calibrated(spec: Spec, save_path: str, seconds_per_iteration: float | None = None,
+               ) -> Spec:
+  """The spec with optim.lr.delay = delay_fraction x the iterations of the training's
+  share, at `seconds_per_iteration` (then recorded in budget.json) or at the rate
+  recorded there; `spec` itself when delay_fraction is 0 or no rate is known yet. The
+  iterations follow from the budget at hand: a raised budget stretches the schedule."""
+  fraction = spec.optim.lr.delay_fraction
+  if not spec.budget_minutes or spec.evaluation or not fraction:
+    return spec
+
+  def read() -> tuple[float | None, float | None]:
+    if seconds_per_iteration is not None:
+      _record(save_path, seconds_per_iteration=seconds_per_iteration)
+    return _read(save_path, 'seconds_per_iteration'), _recorded(save_path)
+  rate, preparation = parallel.on_main(read)
+  if rate is None or preparation is None:
+    return spec
+  iterations = max(share(spec) - preparation, 0.0) / rate
+  delay = float(max(1, round(fraction * iterations)))
+  logging.info('budget: %.3f s per training iteration (measured), so about %.0f training '
+               'iterations; learning-rate delay %.0f (%g of them)', rate, iterations, delay,
+               fraction)
+  if seconds_per_iteration is not None:  # config.json says the delay the run uses
+    parallel.on_main(lambda: _set_delay(os.path.join(save_path, 'config.json'), delay))
+  return config_lib.resolve_variant(config_lib.from_json(spec.config_json),
+                                    {'optim.lr.delay': delay})
+
+
+def _set_delay(path: str, delay: float) -> None:
+  with open(path) as f:
+    config = json.load(f)
+  config['optim']['lr']['delay'] = delay
+  writers.write_text_atomically(path, json.dumps(config, indent=2) + '\n')
+
+
+class Rate(loop.Hook):
+  """Seconds per iteration from the rows' wall_time, the first row (its compilation)
+  excluded: the mean over the others, None before two."""
+
+  def __init__(self) -> None:
+    self.walls: list[float] = []
+
+  def after(self, t: int, state: Any, row: dict) -> None:
+    self.walls.append(row['wall_time'])
+
+  def seconds_per_iteration(self) -> float | None:
+    if len(self.walls) < 3:
+      return None
+    return (self.walls[-1] - self.walls[0]) / (len(self.walls) - 1)
 
 
 def evaluation_spec(spec: Spec, save_path: str) -> Spec | None:

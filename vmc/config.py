@@ -182,6 +182,9 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   fields = {f.name: f for f in dataclasses.fields(spec_lib.ConfigSpec)}
   budget = {name: fields[name].metadata['check'](cfg[name], name)
             for name in ('budget_minutes', 'budget_evaluation')}
+  if sections['optim'].lr.delay_fraction and not budget['budget_minutes']:
+    raise ConfigError('optim.lr.delay_fraction sets the learning-rate delay from a wall-clock '
+                      'budget; give budget_minutes too, or set optim.lr.delay instead')
   _check_density_grid(sections['observables'], batch, sections['optim'].iterations)
   states = _check_states(cfg.system.states, sections['observables'])
   return Spec(system=system, pp=pp, batch_size=batch, states=states, **budget,

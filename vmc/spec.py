@@ -247,6 +247,10 @@ class LearningRateSpec:
   decay: float = key(1.0, number(0.0), 'exponent of the decay')
   delay: float = key(10000.0, number(0.0, low_open=True, what=' (iterations)'),
                      'iterations to the first halving (decay 1)')
+  delay_fraction: float = key(0.0, number(0.0), 'with budget_minutes: delay = this x the '
+                              'training iterations the budget allows (their rate measured '
+                              'on the first iterations, kept in budget.json); 0: delay as '
+                              'given')
 
 
 @dataclasses.dataclass(frozen=True)

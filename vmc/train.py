@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -83,6 +84,7 @@ def _run_phase(spec: Spec, save_path: str, signals: loop.Signals, t0: float) -> 
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d, %s',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin,
                system.hamiltonian)
+  spec = budget.calibrated(spec, save_path)  # the learning rate of a measured budget
   model = iteration.build(spec)
   obs = (observables.make(model.network, model.objective.local_energy, system,
                           spec.observables)
@@ -191,9 +193,11 @@ def _train(spec: Spec, model: iteration.Model, state: TrainState, save_path: str
                  'preparation), then stops', spec.mode, deadline.limit, deadline.limit / 60,
                  spec.budget_minutes)
 
-  def step(state: TrainState, t: int) -> tuple[TrainState, dict]:
-    state, stats = model.iteration.step(state)
-    return state, rows.row(t, parallel.first(stats._asdict()))
+  def stepper(iteration_step: Callable) -> Callable:
+    def step(state: TrainState, t: int) -> tuple[TrainState, dict]:
+      state, stats = iteration_step(state)
+      return state, rows.row(t, parallel.first(stats._asdict()))
+    return step
 
   stats_path = os.path.join(save_path, writers.STATS_FILES[spec.mode])
   with writers.CsvWriter(stats_path, observables.stats_columns(obs, spec.states),
@@ -208,7 +212,20 @@ def _train(spec: Spec, model: iteration.Model, state: TrainState, save_path: str
              loop.Checkpoints(spec.log.save_frequency, total,
                               lambda s: _save(spec, save_path, s, store), streak, csv.flush),
              *([deadline] if deadline else [])]
-    state, _, stopped = loop.iterate(step, state, first, total, hooks, signals)
+    step, start_at, stopped, go_on = stepper(model.iteration.step), first, False, True
+    if budget.calibrating(spec, save_path):
+      # The first iterations time the step; the schedule's delay follows (vmc.budget).
+      rate = budget.Rate()
+      until = min(total, first + budget.CALIBRATION_ITERATIONS)
+      state, start_at, stopped = loop.iterate(step, state, first, until, [*hooks, rate],
+                                              signals)
+      ended = parallel.any_process([deadline is not None and deadline.reached])[0]
+      go_on = not stopped and not ended and start_at < total
+      if go_on:
+        spec = budget.calibrated(spec, save_path, rate.seconds_per_iteration())
+        step = stepper(iteration.build(spec).iteration.step)  # compiled again, once
+    if go_on:
+      state, _, stopped = loop.iterate(step, state, start_at, total, hooks, signals)
   return _finish(spec, save_path, state, store, start, rows, streak.accepted, stopped,
                  signals)
 
