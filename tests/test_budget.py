@@ -147,20 +147,27 @@ def test_accuracy_suite_tabulates_finished_runs(tmp_path):
 def test_the_learning_rate_anneals_over_the_iterations_the_budget_allows(tmp_path):
   """delay_fraction: the first CALIBRATION_ITERATIONS time the step, then the schedule's
   delay is that fraction of the training iterations the budget allows at that rate."""
+  # 30 s: two compilations (the calibration's step, then the calibrated one) leave
+  # iterations to time even on a loaded machine.
   spec = config_lib.resolve(tiny_config(**{
-      'optim.optimizer': 'adam', 'optim.iterations': 1_000_000, 'budget_minutes': 0.2,
-      'budget_evaluation': 0.05, 'optim.lr.delay_fraction': 0.5,
+      'optim.optimizer': 'adam', 'optim.iterations': 1_000_000, 'budget_minutes': 0.5,
+      'budget_evaluation': 0.02, 'optim.lr.delay_fraction': 0.5,
       'log.save_path': str(tmp_path / 'run')}))
   result = train.run(spec)
   run = tmp_path / 'run'
   recorded = json.loads((run / 'budget.json').read_text())
-  allowed = (12.0 * 0.95 - recorded['preparation_seconds']) / recorded['seconds_per_iteration']
+  per_iteration = recorded['seconds_per_iteration']
+  allowed = (30.0 * 0.98 - recorded['preparation_seconds']) / per_iteration
   delay = json.loads((run / 'config.json').read_text())['optim']['lr']['delay']
   assert delay == max(1, round(0.5 * allowed))
-  assert 0.3 * allowed < result.steps < 3.0 * allowed  # the rate measured was the rate run
   stats = analysis.read_stats(str(run))
   t, rate = stats['step'], spec.optim.lr.rate
   n = budget.CALIBRATION_ITERATIONS
+  assert n + 20 < result.steps < 3.0 * allowed
+  # The rate measured is the rate run: the calibrated step's iterations (its first row,
+  # the compilation, left out) take what the calibration measured, within a factor 3.
+  run_rate = np.median(np.diff(stats['wall_time'][n + 1:]))
+  assert per_iteration / 3 < run_rate < 3 * per_iteration
   np.testing.assert_allclose(stats['learning_rate'][:n], rate / (1 + t[:n] / 10000.0),
                              rtol=1e-5)
   np.testing.assert_allclose(stats['learning_rate'][n:], rate / (1 + t[n:] / delay),
@@ -168,12 +175,11 @@ def test_the_learning_rate_anneals_over_the_iterations_the_budget_allows(tmp_pat
   assert not (run / 'evaluation').exists()  # 0.6 s left: too little to evaluate
   # Rerun with a raised budget: the recorded rate, the delay of the larger budget.
   raised = config_lib.resolve(tiny_config(**{
-      'optim.optimizer': 'adam', 'optim.iterations': 1_000_000, 'budget_minutes': 0.3,
+      'optim.optimizer': 'adam', 'optim.iterations': 1_000_000, 'budget_minutes': 0.8,
       'budget_evaluation': 0.05, 'optim.lr.delay_fraction': 0.5,
       'log.save_path': str(run)}))
   assert budget.calibrated(raised, str(run)).optim.lr.delay == max(1, round(
-      0.5 * (18.0 * 0.95 - recorded['preparation_seconds'])
-      / recorded['seconds_per_iteration']))
+      0.5 * (48.0 * 0.95 - recorded['preparation_seconds']) / per_iteration))
 
 
 def test_delay_fraction_needs_a_budget_and_waits_for_a_rate(tmp_path):

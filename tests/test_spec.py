@@ -197,6 +197,7 @@ BAD_VALUES = {
     'optim.lr.rate': [-0.05, NAN],
     'optim.lr.decay': [-1.0],
     'optim.lr.delay': [0.0, -10.0],
+    'optim.lr.delay_fraction': [-0.3, NAN],
     'optim.kfac.invert_every': [0],
     'optim.kfac.cov_update_every': [0],
     'optim.kfac.damping': [0.0],
