@@ -14,7 +14,9 @@ skips finished runs. A name of vmc.systems.MOLECULES is a molecule, anything els
 Per run: the evaluation's energy with its reblocked error bar, the error against vmc's
 reference table (exact or best-estimate energies with their sources), and the wall time
 of the whole command (process start to exit: SCF, pretraining, training, evaluation).
-Per system: the mean error over seeds and the spread between them. Written as
+Per system: the mean error over seeds and the spread between them. Each row also keeps
+the training's measured seconds per iteration and learning-rate delay (budget.json,
+config.json) and the evaluation's date and git commit. Written as
 <out>/accuracy.md and <out>/accuracy.json; --append_jsonl adds the rows to a file.
 """
 
@@ -94,6 +96,8 @@ def row(folder: str) -> dict | None:
     return None
   training = _read_json(os.path.join(folder, 'summary.json'))
   budget = _read_json(os.path.join(folder, 'budget.json'))
+  provenance = summary.get('provenance', {})
+  lr = _read_json(os.path.join(folder, 'config.json')).get('optim', {}).get('lr', {})
   return dict(
       run=os.path.basename(folder), system=summary['system'],
       energy=summary['energy'], energy_error=summary['energy_error'],
@@ -106,6 +110,9 @@ def row(folder: str) -> dict | None:
       training_iterations=training.get('iterations'),
       evaluation_iterations=summary['iterations'],
       budget_minutes=budget.get('budget_minutes'),
+      seconds_per_iteration=budget.get('seconds_per_iteration'),
+      learning_rate_delay=lr.get('delay'),
+      written_at=provenance.get('written_at'), git_commit=provenance.get('git_commit'),
       wall_minutes=_read_json(os.path.join(folder, 'suite.json')).get('wall_seconds',
                                                                       float('nan')) / 60)
 
