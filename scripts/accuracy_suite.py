@@ -107,6 +107,8 @@ def row(folder: str) -> dict | None:
       error_converged=summary.get('error_converged', True),
       training_error_mha=training.get('error_mha'),
       variance=summary.get('variance'),
+      largest_step_shift_mha=(None if summary.get('energy_largest_step_shift') is None
+                              else 1000 * summary['energy_largest_step_shift']),
       training_iterations=training.get('iterations'),
       evaluation_iterations=summary['iterations'],
       budget_minutes=budget.get('budget_minutes'),

@@ -164,6 +164,9 @@ def main(argv=None) -> int:
     if not s['error_converged']:
       extras.append('error bar is a lower bound: the window is short for its '
                     'autocorrelation time')
+    note = analysis.heavy_tail_note(s)
+    if note:
+      extras.append(note)
     if extras:
       print(f'{os.path.basename(os.path.normpath(s["run"]))}: ' + '; '.join(extras))
   if args.json:

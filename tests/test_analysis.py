@@ -41,3 +41,28 @@ def test_summary_line_says_when_the_error_bar_is_a_lower_bound():
     assert summary['error_converged'] is (not bound)
     line = analysis.summary_lines(summary)[0]
     assert ('a lower bound' in line) is bound, line
+
+
+def test_summary_names_a_single_iteration_that_moves_the_energy():
+  rng = np.random.default_rng(1)
+  energies = -1.0 + 0.01 * rng.normal(size=4096)
+  steps = np.arange(4096) + 500
+  quiet = analysis.summarize_stats({'energy': energies, 'step': steps}, 1.0)
+  assert analysis.heavy_tail_note(quiet) is None
+  assert all('heavy tail' not in line for line in analysis.summary_lines(quiet))
+  # One walker far off at one iteration (step 2500): a step mean 1 Ha high.
+  energies[2000] = 0.0
+  energies[3000] = np.nan  # a rejected iteration: left out, never the largest
+  loud = analysis.summarize_stats({'energy': energies, 'step': steps}, 1.0)
+  assert loud['energy_largest_step'] == 2500
+  finite = energies[np.isfinite(energies)]
+  without = np.delete(finite, 2000)
+  np.testing.assert_allclose(loud['energy_largest_step_shift'], finite.mean() - without.mean(),
+                             rtol=1e-10)
+  note = analysis.heavy_tail_note(loud)
+  assert note is not None and 'step 2500' in note, note
+  assert f'{1000 * loud["energy_largest_step_shift"]:+.2f} mHa' in note
+  assert note in analysis.summary_lines(loud)
+  # The same outlier in 50 iterations: too few for the note to mean anything.
+  short = analysis.summarize_stats({'energy': energies[1960:2010]}, 1.0)
+  assert short['energy_largest_step'] == 40 and analysis.heavy_tail_note(short) is None

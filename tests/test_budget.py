@@ -128,6 +128,7 @@ def test_accuracy_suite_tabulates_finished_runs(tmp_path):
         system='C', energy=energy, energy_error=0.0004, iterations=500, variance=0.2,
         reference_energy=-37.845, reference_source='x', error_mha=(energy + 37.845) * 1e3,
         error_mha_error=0.4, error_converged=seed == 1,
+        **({'energy_largest_step_shift': 2.5e-5} if seed == 1 else {}),
         provenance=dict(written_at='2026-12-06T20:12:44+00:00', git_commit='abc'))))
     (folder / 'summary.json').write_text(json.dumps(dict(iterations=9000, error_mha=2.5)))
     (folder / 'budget.json').write_text(json.dumps(dict(budget_minutes=60.0,
@@ -142,6 +143,8 @@ def test_accuracy_suite_tabulates_finished_runs(tmp_path):
   rows = json.loads((tmp_path / 'accuracy.json').read_text())
   assert [r['run'] for r in rows] == ['C_seed1', 'C_seed2']
   assert np.isclose(rows[0]['error_mha'], 3.0)
+  assert np.isclose(rows[0]['largest_step_shift_mha'], 0.025)
+  assert rows[1]['largest_step_shift_mha'] is None  # a summary written before it existed
   assert (rows[0]['learning_rate_delay'], rows[0]['seconds_per_iteration'],
           rows[0]['written_at'][:10], rows[0]['git_commit']) == (2500.0, 0.3, '2026-12-06',
                                                                  'abc')
