@@ -131,7 +131,7 @@ def largest_step(stats: dict[str, np.ndarray]) -> dict:
 # A single iteration that moves the mean by more than this fraction of its error bar is
 # reported. For Gaussian energies the largest of n iterations moves it by about
 # sqrt(2 ln n / (n tau)) error bars: 0.06 for n = 4096, 0.3 for n = 100. Local energies
-# are skewed: in the 20 evaluations of docs/accuracy.md (He to N, 1600 to 15 000
+# are skewed: in the 22 evaluations of docs/accuracy.md (He to N, 1600 to 15 000
 # iterations) the largest moved it by 0.09 to 0.46 error bars, and by 0.87 in the one run
 # with a walker hundreds of hartrees off (B, seed 1).
 HEAVY_TAIL_FRACTION = 0.5
