@@ -122,7 +122,7 @@ def largest_step(stats: dict[str, np.ndarray]) -> dict:
   if n < 2:
     return {}
   deviation = np.where(finite, e - np.mean(e[finite]), 0.0)
-  i = int(np.argmax(np.abs(deviation)))
+  i = int(np.argmax(np.where(finite, np.abs(deviation), -1.0)))  # a finite one, even on ties
   return {'energy_largest_step': int(stats['step'][i]) if 'step' in stats else i,
           'energy_largest_step_energy': float(e[i]),
           'energy_largest_step_shift': float(deviation[i] / (n - 1))}
