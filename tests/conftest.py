@@ -4,11 +4,25 @@ import functools
 import os
 import tempfile
 
-import jax
-import pytest
+# How the suite compiles (docs/testing.md, "Compilation"): its programs are tiny and run
+# for milliseconds, so XLA's optimizations cost far more than they save (the KFAC
+# iteration of tiny_config: 5.0 s to compile at the defaults, 1.3 s with these). Results
+# change by float32 round-off only, which every tolerance in the suite must allow anyway:
+# another CPU compiles other code too. Set before JAX starts, so that the runs the tests
+# start as subprocesses inherit them. VMC_TEST_FULL_OPTIMIZATION=1 keeps JAX's defaults
+# (CI's second stack runs its subset so). `vmc` itself never sees these settings.
+QUICK_XLA_FLAGS = '--xla_cpu_use_fusion_emitters=false'
+FULL_OPTIMIZATION = os.environ.get('VMC_TEST_FULL_OPTIMIZATION', '') not in ('', '0')
+if not FULL_OPTIMIZATION:
+  os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
+  if QUICK_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {QUICK_XLA_FLAGS}'.strip()
 
-from vmc import config as config_lib, runtime
-from vmc.optimizers import kfac_support
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from vmc import config as config_lib, runtime  # noqa: E402
+from vmc.optimizers import kfac_support  # noqa: E402
 
 
 @functools.cache
@@ -30,6 +44,12 @@ def trainer():
   return 'kfac' if kfac_problem() is None else 'spring'
 
 
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a subprocess with `devices` virtual CPU devices, the suite's own kept."""
+  own = os.environ.get('XLA_FLAGS', '')
+  return f'{own} --xla_force_host_platform_device_count={devices}'.strip()
+
+
 def pytest_configure(config):
   """JAX's persistent compilation cache: the tests build the same tiny networks again and
   again (and both xdist workers build the same ones), so most compilations become cache
@@ -38,6 +58,7 @@ def pytest_configure(config):
   start as subprocesses and that import this module: they would log a warning for every
   executable loaded from the cache, and could fill their stderr pipes)."""
   del config
+  jax.config.update('jax_disable_most_optimizations', not FULL_OPTIMIZATION)
   jax.config.update('jax_compilation_cache_dir', os.environ.get(
       'VMC_TEST_JAX_CACHE', os.path.join(tempfile.gettempdir(), 'vmc-tests-jax-cache')))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import requires_kfac
+from conftest import requires_kfac, xla_flags
 from vmc import analysis, checkpoint, config as config_lib, hamiltonian, iteration, loss
 from vmc import spec as spec_lib
 from vmc import optimizers, parallel, train
@@ -153,8 +153,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues_the_statistics(tmp_pat
 
 
 def test_batch_not_divisible_by_devices_is_an_error(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags(2))
   out = tmp_path / 'run'
   proc = subprocess.run([sys.executable, '-m', 'vmc', '--config.batch_size=33',
                          f'--config.log.save_path={out}'], env=env, cwd=tmp_path,

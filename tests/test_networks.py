@@ -1,3 +1,8 @@
+"""The networks' symmetries and options, in float64: an identity that holds in exact
+arithmetic is checked to 1e-10 relative (float64 round-off, 1e-16 per operation, grown by
+the few hundred operations of a tiny network), so that no tolerance depends on the CPU's
+float32 rounding."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +12,17 @@ from conftest import NETWORK_VARIANTS, make_network
 from vmc import systems
 from vmc.networks import orbitals
 
+EXACT = 1e-10  # relative; see the module doc
+
+
+@pytest.fixture(autouse=True)
+def float64():
+  with jax.enable_x64(True):
+    yield
+
 
 def _net(system, make_tiny_config, full_det, **overrides):
+  """The network and float64 parameters, perturbed from their initial values."""
   cfg = make_tiny_config(**{'network.full_det': full_det, 'network.determinants': 3,
                             **overrides})
   net = make_network(system, cfg)
@@ -16,7 +30,8 @@ def _net(system, make_tiny_config, full_det, **overrides):
   # Envelope and Jastrow parameters start at 1: perturb them so that no option is trivial.
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
-  leaves = [a + 0.2 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+  leaves = [a.astype(jnp.float64) + 0.2 * jax.random.normal(k, a.shape, jnp.float64)
+            for a, k in zip(leaves, keys, strict=True)]
   return net, jax.tree_util.tree_unflatten(tree, leaves)
 
 
@@ -41,7 +56,8 @@ def test_antisymmetric_under_same_spin_exchange(system, full_det, variant, make_
   for i, j in [(0, 1), (n_up, n_up + 1)]:
     sign_p, logabs_p = net.apply(params, _swap(x, i, j))
     assert float(sign_p) == -float(sign)
-    np.testing.assert_allclose(logabs_p, logabs, rtol=1e-5, atol=1e-5)
+    assert logabs.dtype == jnp.float64
+    np.testing.assert_allclose(logabs_p, logabs, rtol=EXACT)
 
 
 @pytest.mark.parametrize('variant', [v for _, v in NETWORK_VARIANTS],
@@ -64,13 +80,15 @@ def test_orbitals_shapes(make_tiny_config):
 
 
 def test_logdet_sum_is_stable_and_exact():
-  signs = jnp.array([1.0, -1.0, 1.0])
-  logdets = jnp.array([200.0, 199.0, 150.0])  # exp() would overflow float32
+  signs = jnp.array([1.0, -1.0, 1.0], jnp.float32)
+  logdets = jnp.array([200.0, 199.0, 150.0], jnp.float32)  # exp() would overflow float32
   sign, log = orbitals.logdet_sum(signs, logdets)
   expected = 200.0 + np.log(1 - np.exp(-1.0) + np.exp(-50.0))
   assert float(sign) == 1.0
   np.testing.assert_allclose(log, expected, rtol=1e-6)
-  sign, log = orbitals.logdet_sum(jnp.array([-1.0, 1.0]), jnp.array([3.0, 1.0]))
+  sign, log = orbitals.logdet_sum(jnp.array([-1.0, 1.0], jnp.float32),
+                                  jnp.array([3.0, 1.0], jnp.float32))
+  assert log.dtype == jnp.float32
   assert float(sign) == -1.0
   np.testing.assert_allclose(log, np.log(np.exp(3.0) - np.exp(1.0)), rtol=1e-6)
 
@@ -112,7 +130,7 @@ def test_diagonal_envelope_with_equal_axes_is_the_isotropic_one(make_tiny_config
     p_diag['params'][spin] = {'pi': p_iso['params'][spin]['pi'],
                               'sigma': jnp.repeat(sigma[:, None, :], 3, axis=1)}
   x = jax.random.normal(jax.random.PRNGKey(8), (12,))
-  np.testing.assert_allclose(diag.apply(p_diag, x)[1], iso.apply(p_iso, x)[1], rtol=1e-6)
+  np.testing.assert_allclose(diag.apply(p_diag, x)[1], iso.apply(p_iso, x)[1], rtol=EXACT)
 
 
 def test_shared_envelope_is_the_same_in_every_determinant(make_tiny_config):
@@ -125,8 +143,8 @@ def test_shared_envelope_is_the_same_in_every_determinant(make_tiny_config):
     params['params'][spin]['kernel'] = jnp.tile(w[:, :3], (1, 3))
   blocks = net.orbitals(params, x)
   for block in blocks:
-    np.testing.assert_allclose(block[1], block[0], rtol=1e-6)
-    np.testing.assert_allclose(block[2], block[0], rtol=1e-6)
+    np.testing.assert_allclose(block[1], block[0], rtol=EXACT)
+    np.testing.assert_allclose(block[2], block[0], rtol=EXACT)
 
 
 def test_jastrow_default_is_simple_ee_for_psiformer_only(make_tiny_config):
@@ -148,13 +166,15 @@ def test_psi_with_moved_nuclei_is_translation_invariant(variant, make_tiny_confi
   system = systems.make_system(molecule='LiH')
   net, params = _net(system, make_tiny_config, True, **variant)
   x = jax.random.normal(jax.random.PRNGKey(3), (system.n_electrons * 3,))
-  atoms = jnp.asarray(system.positions, jnp.float32)
+  atoms = jnp.asarray(system.positions, jnp.float64)
   np.testing.assert_allclose(net.apply_at(params, x, atoms)[1], net.apply(params, x)[1],
-                             rtol=1e-6)
+                             rtol=EXACT)
   shift = jnp.array([0.3, -0.2, 0.5])
   moved = net.apply_at(params, (x.reshape(-1, 3) + shift).reshape(-1), atoms + shift)
-  np.testing.assert_allclose(moved[1], net.apply(params, x)[1], rtol=1e-5)
+  np.testing.assert_allclose(moved[1], net.apply(params, x)[1], rtol=EXACT)
   assert moved[0] == net.apply(params, x)[0]
   d_atoms, d_x = jax.grad(lambda a, y: net.apply_at(params, y, a)[1], argnums=(0, 1))(atoms, x)
-  np.testing.assert_allclose(d_atoms.sum(0), -d_x.reshape(-1, 3).sum(0), atol=2e-4)
+  assert d_atoms.dtype == jnp.float64
+  np.testing.assert_allclose(d_atoms.sum(0), -d_x.reshape(-1, 3).sum(0),
+                             atol=EXACT * np.abs(d_x).max())
   assert np.abs(d_atoms).max() > 1e-2  # and not trivially

@@ -16,6 +16,7 @@ import jax.monitoring
 import numpy as np
 import pytest
 
+from conftest import xla_flags
 from vmc import checkpoint, config as config_lib, parallel, train
 from vmc.errors import ConfigError
 
@@ -26,7 +27,7 @@ _SLURM_AND_MPI = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_
 
 def _env(devices=1, **extra):
   env = {k: v for k, v in os.environ.items() if k not in _SLURM_AND_MPI}
-  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags(devices))
   env.update(extra)
   return env
 

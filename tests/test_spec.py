@@ -158,7 +158,7 @@ MOLECULE = {'system.atom': ''}
 PP = {'system.atom': 'Na', 'system.use_pp': True}
 BAD_VALUES = {
     'batch_size': [0, -1, 2.5, 2**31],
-    'budget_minutes': [-1.0, NAN, 'an hour'],
+    'budget_minutes': [-1.0, NAN, 'an hour', 1e307, 0.4],
     'budget_evaluation': [0.0, 1.0, -0.1],
     'system.atom': ['Xx', 5],
     'system.molecule': [('NoSuchMolecule', MOLECULE),
@@ -197,7 +197,7 @@ BAD_VALUES = {
     'optim.lr.rate': [-0.05, NAN],
     'optim.lr.decay': [-1.0],
     'optim.lr.delay': [0.0, -10.0],
-    'optim.lr.delay_fraction': [-0.3, NAN],
+    'optim.lr.delay_fraction': [-0.3, NAN, 1e308],
     'optim.kfac.invert_every': [0],
     'optim.kfac.cov_update_every': [0],
     'optim.kfac.damping': [0.0],

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import xla_flags
 from vmc import config as config_lib, iteration, parallel, start, train
 
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sr_reference.py')
@@ -20,8 +21,7 @@ REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sr_referen
 @pytest.fixture(scope='module')
 def ref(tmp_path_factory):
   out = tmp_path_factory.mktemp('sr') / 'reference.npz'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_ENABLE_X64='1',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_ENABLE_X64='1', XLA_FLAGS=xla_flags(2))
   proc = subprocess.run([sys.executable, REFERENCE, str(out)], env=env, capture_output=True,
                         text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -27,6 +27,7 @@ does the preparation of a session stopped before training began (it is redone).
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -35,6 +36,7 @@ from absl import logging
 from vmc import analysis, checkpoint, config as config_lib, loop, parallel, spec as spec_lib
 from vmc import writers
 from vmc.config import Spec
+from vmc.errors import ConfigError
 
 FILE = 'budget.json'
 EVALUATION_FOLDER = 'evaluation'
@@ -48,12 +50,43 @@ def share(spec: Spec) -> float:
   return 60.0 * spec.budget_minutes * fraction
 
 
-def _read(save_path: str, name: str) -> float | None:
+# What budget.json may hold: key -> (lowest allowed, whether the lowest itself is allowed).
+_FIELDS = {'budget_minutes': (0.0, False), 'preparation_seconds': (0.0, True),
+           'seconds_per_iteration': (0.0, False)}
+
+
+def _load(save_path: str) -> dict[str, float]:
+  """budget.json's values ({} before the run measured any). A file that this module did
+  not write so (not a JSON object, a value missing its meaning: NaN, negative, a zero
+  rate) is refused in one line rather than replaced: it decides the phases' shares."""
+  path = os.path.join(save_path, FILE)
   try:
-    with open(os.path.join(save_path, FILE)) as f:
-      return float(json.load(f)[name])
-  except (OSError, ValueError, KeyError, TypeError):
-    return None
+    with open(path) as f:
+      text = f.read()
+  except FileNotFoundError:
+    return {}
+  try:
+    data = json.loads(text)
+  except ValueError:
+    data = None
+  problem = 'is not a JSON object' if not isinstance(data, dict) else next(
+      (f'has {name}={data[name]!r}' for name, (low, closed) in _FIELDS.items()
+       if name in data and not _valid(data[name], low, closed)), None)
+  if problem:
+    raise ConfigError(f'{path} {problem}, not what a budgeted run writes (the preparation '
+                      'time and iteration rate it measured); restore it, or delete it and '
+                      'the next run measures them again')
+  return data
+
+
+def _valid(value: object, low: float, closed: bool) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and (value >= low if closed else value > low))
+
+
+def _read(save_path: str, name: str) -> float | None:
+  value = _load(save_path).get(name)
+  return None if value is None else float(value)
 
 
 def _recorded(save_path: str) -> float | None:
@@ -62,14 +95,23 @@ def _recorded(save_path: str) -> float | None:
 
 def _record(save_path: str, **values: float) -> None:
   """Adds `values` to budget.json (process 0)."""
-  try:
-    with open(os.path.join(save_path, FILE)) as f:
-      data = json.load(f)
-  except (OSError, ValueError):
-    data = {}
+  data = _load(save_path)
   data.update(values)
   writers.write_text_atomically(os.path.join(save_path, FILE),
                                 json.dumps(data, indent=2) + '\n')
+
+
+def check(spec: Spec, save_path: str) -> None:
+  """Refuses a budget.json that cannot be read (see `_load`) before the run does anything,
+  and says what the budget covers."""
+  if not spec.budget_minutes:
+    return
+  parallel.on_main(lambda: _load(save_path))
+  if not spec.evaluation:
+    logging.info('budget: %g minutes; the training ends %.0f s after the start, the SCF, '
+                 'pretraining and burn-in included (a run whose preparation takes longer '
+                 'stops after it, keeping its state), the evaluation takes the rest',
+                 spec.budget_minutes, share(spec))
 
 
 def allowance(spec: Spec, save_path: str, seconds_so_far: float) -> float:
@@ -127,7 +169,7 @@ def calibrated(spec: Spec, save_path: str, seconds_per_iteration: float | None =
   if rate is None or preparation is None:
     return spec
   iterations = max(share(spec) - preparation, 0.0) / rate
-  delay = float(max(1, round(fraction * iterations)))
+  delay = float(max(1, round(min(fraction * iterations, spec_lib.MAX_INT))))
   logging.info('budget: %.3f s per training iteration (measured), so about %.0f training '
                'iterations; learning-rate delay %.0f (%g of them)', rate, iterations, delay,
                fraction)

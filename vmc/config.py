@@ -182,7 +182,13 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
   fields = {f.name: f for f in dataclasses.fields(spec_lib.ConfigSpec)}
   budget = {name: fields[name].metadata['check'](cfg[name], name)
             for name in ('budget_minutes', 'budget_evaluation')}
-  if sections['optim'].lr.delay_fraction and not budget['budget_minutes']:
+  minutes = budget['budget_minutes']
+  if 0 < minutes < spec_lib.MIN_BUDGET_MINUTES and sections['optim'].optimizer != 'none':
+    raise ConfigError(f'budget_minutes={minutes:g}: a training budget under '
+                      f'{spec_lib.MIN_BUDGET_MINUTES:g} minute is spent before training '
+                      '(SCF, pretraining, compilation); give at least '
+                      f'{spec_lib.MIN_BUDGET_MINUTES:g}, or 0 for no budget')
+  if sections['optim'].lr.delay_fraction and not minutes:
     raise ConfigError('optim.lr.delay_fraction sets the learning-rate delay from a wall-clock '
                       'budget; give budget_minutes too, or set optim.lr.delay instead')
   _check_density_grid(sections['observables'], batch, sections['optim'].iterations)

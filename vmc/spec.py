@@ -33,6 +33,8 @@ QUADRATURES = ('octahedron', 'icosahedron', 'icosahedron32')
 PP_TYPES = ('ccecp',)  # effective core potentials, from PySCF's tables
 
 MAX_INT = 2**31 - 1  # counts reach compiled code as int32
+MAX_BUDGET_MINUTES = 1e6  # about two years
+MIN_BUDGET_MINUTES = 1.0  # a training's budget: the SCF, pretraining and compilation first
 
 # ----------------------------------------------------------------------------------------
 # Checks of single values. Each takes (value, key) and returns the value in its final type,
@@ -247,10 +249,10 @@ class LearningRateSpec:
   decay: float = key(1.0, number(0.0), 'exponent of the decay')
   delay: float = key(10000.0, number(0.0, low_open=True, what=' (iterations)'),
                      'iterations to the first halving (decay 1)')
-  delay_fraction: float = key(0.0, number(0.0), 'with budget_minutes: delay = this x the '
-                              'training iterations the budget allows (their rate measured '
-                              'on the first iterations, kept in budget.json); 0: delay as '
-                              'given')
+  delay_fraction: float = key(0.0, number(0.0, 100.0),
+                              'with budget_minutes: delay = this x the training iterations '
+                              'the budget allows (their rate measured on the first '
+                              'iterations, kept in budget.json); 0: delay as given')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,7 +405,7 @@ class DebugSpec:
 class ConfigSpec:
   """The whole config, in the order of config.json."""
   batch_size: int = key(4096, POSITIVE, 'walkers, summed over all devices')
-  budget_minutes: float = key(0.0, number(0.0, what=' (minutes)'),
+  budget_minutes: float = key(0.0, number(0.0, MAX_BUDGET_MINUTES, what=' (minutes)'),
                               'wall-clock budget of the run, 0: none. Training stops at '
                               '(1 - budget_evaluation) of it (or at optim.iterations), then '
                               'the trained wavefunction is evaluated (optimizer none) in '

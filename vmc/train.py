@@ -32,8 +32,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from vmc import analysis, budget, checkpoint, iteration, loop, networks, observables, parallel
-from vmc import pretrain, provenance, runfolder, runtime, start as start_lib, writers
+from vmc import analysis, budget, checkpoint, clock, iteration, loop, networks, observables
+from vmc import parallel, pretrain, provenance, runfolder, runtime, start as start_lib, writers
 from vmc.config import Spec
 from vmc.errors import RunAborted
 from vmc.types import TrainState
@@ -61,7 +61,7 @@ def run(spec: Spec) -> RunResult:
   process calls this. With budget_minutes, a finished training is followed by its
   evaluation (vmc.budget); the training's result is returned.
   """
-  t0 = time.time()
+  t0 = clock.now()
   parallel.initialize(spec.distributed)
   runtime.configure()  # process settings, before anything is compiled (vmc/runtime.py)
   save_path = parallel.share(spec.log.save_path or start_lib.default_save_path(spec.system.name))
@@ -74,7 +74,7 @@ def run(spec: Spec) -> RunResult:
     elif evaluation is not None:
       logging.info('budget: evaluating the trained wavefunction for %.1f minutes in %s',
                    evaluation.budget_minutes, evaluation.log.save_path)
-      _run_phase(evaluation, evaluation.log.save_path, signals, time.time())
+      _run_phase(evaluation, evaluation.log.save_path, signals, clock.now())
   return result
 
 
@@ -84,6 +84,7 @@ def _run_phase(spec: Spec, save_path: str, signals: loop.Signals, t0: float) -> 
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d, %s',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin,
                system.hamiltonian)
+  budget.check(spec, save_path)
   spec = budget.calibrated(spec, save_path)  # the learning rate of a measured budget
   model = iteration.build(spec)
   obs = (observables.make(model.network, model.objective.local_energy, system,
@@ -175,7 +176,7 @@ def _train(spec: Spec, model: iteration.Model, state: TrainState, save_path: str
   time), with their hooks."""
   first, total = int(parallel.first(state.step)), spec.optim.iterations
   store, rows = start_lib.open_stats(spec, save_path, first, start, obs)
-  deadline = (budget.Deadline(budget.allowance(spec, save_path, time.time() - t0))
+  deadline = (budget.Deadline(budget.allowance(spec, save_path, clock.now() - t0))
               if spec.budget_minutes else None)
   if deadline and deadline.limit <= 0 and not rows.energies:
     raise RunAborted(f'budget_minutes={spec.budget_minutes:g}: the SCF, pretraining and '

@@ -13,6 +13,8 @@ from typing import Any, Self
 import numpy as np
 from absl import logging
 
+from vmc import clock
+
 # The statistics file of each mode of a run: one row per iteration.
 STATS_FILES = {'training': 'train_stats.csv', 'evaluation': 'eval_stats.csv'}
 TRAIN_COLUMNS = ('step', 'energy', 'ewmean', 'ewvar', 'pmove', 'variance', 'move_width',
@@ -186,11 +188,11 @@ class TrainingRows:
       self.moments.update(e)
     walls = previous.get('wall_time', [])
     self.time_offset = float(walls[-1]) if len(walls) else 0.0
-    self.t_start = time.time()
+    self.t_start = clock.now()
 
   def wall_time(self) -> float:
     """Seconds of this phase so far, a resumed run's earlier sessions included."""
-    return self.time_offset + time.time() - self.t_start
+    return self.time_offset + clock.now() - self.t_start
 
   def row(self, t: int, s: dict[str, Any]) -> dict:
     """s: the iteration's StepStats as host arrays (energy, variance, pmove, width,
