@@ -56,16 +56,17 @@ def command(system: str, seed: int, args: argparse.Namespace) -> list[str]:
           *(f'--config.{kv}' for kv in args.set)]
 
 
-def run(system: str, seed: int, args: argparse.Namespace) -> None:
-  """One run, unless its evaluation is done; its wall time into <folder>/suite.json."""
+def run(system: str, seed: int, args: argparse.Namespace) -> bool:
+  """One run, unless its evaluation is done; its wall time into <folder>/suite.json.
+  Whether it ended well (vmc exited 0)."""
   folder = run_folder(args.out, system, seed)
   if os.path.exists(os.path.join(folder, 'evaluation', 'summary.json')):
     print(f'{folder}: evaluated, not rerun', file=sys.stderr)
-    return
+    return True
   if os.path.exists(os.path.join(folder, 'suite.json')):
     print(f'{folder}: finished without an evaluation (too little budget left; see its .log), '
           'not rerun', file=sys.stderr)
-    return
+    return True
   cmd = command(system, seed, args)
   print('vmc', shlex.join(cmd[3:]), file=sys.stderr, flush=True)
   t0 = time.time()
@@ -74,11 +75,12 @@ def run(system: str, seed: int, args: argparse.Namespace) -> None:
   wall = time.time() - t0
   if code:
     print(f'{folder}: vmc exited with {code} (see its .log)', file=sys.stderr)
-    return
+    return False
   record = os.path.join(folder, 'suite.json')
   previous = _read_json(record).get('wall_seconds', 0.0)  # a resumed run adds to it
   with open(record, 'w') as f:
     json.dump({'wall_seconds': previous + wall, 'command': cmd[2:]}, f, indent=2)
+  return True
 
 
 def _read_json(path: str) -> dict:
@@ -150,11 +152,24 @@ def report(out: str, label: str = '') -> str:
   return text
 
 
+def seeds(text: str) -> list[int]:
+  """--seeds: comma-separated non-negative integers, at least one."""
+  try:
+    values = [int(s) for s in text.split(',')]
+  except ValueError:
+    values = []
+  if not values or min(values) < 0:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a comma-separated list of '
+                                     'non-negative integers, e.g. 1,2,3')
+  return values
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--systems', default='He,Li,LiH', help='comma-separated')
   parser.add_argument('--budget', type=float, default=5.0, help='minutes per run')
-  parser.add_argument('--seeds', default='1,2,3', help='comma-separated debug.seed values')
+  parser.add_argument('--seeds', type=seeds, default='1,2,3',
+                      help='comma-separated debug.seed values')
   parser.add_argument('--config', default='configs/budget.py', help='the preset')
   parser.add_argument('--set', action='append', default=[],
                       help='key=value, a config override for every run (a lever)')
@@ -163,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--append_jsonl', help='also append the rows, with --set, here')
   args = parser.parse_args(argv)
   if args.report:
+    if not os.path.isdir(args.report):
+      print(f'accuracy_suite.py: error: --report {args.report}: not a folder of suite runs '
+            '(the --out of an earlier suite)', file=sys.stderr)
+      return 2
     print(report(args.report))
     return 0
   os.makedirs(args.out, exist_ok=True)
-  for system in args.systems.split(','):
-    for seed in (int(s) for s in args.seeds.split(',')):
-      run(system, seed, args)
+  failed = [f'{system} seed {seed}' for system in args.systems.split(',')
+            for seed in args.seeds if not run(system, seed, args)]
   label = f'preset {args.config}, budget {args.budget:g} min' + (
       f', {" ".join(args.set)}' if args.set else '')
   print(report(args.out, label))
@@ -176,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.append_jsonl, 'a') as f:
       for r in _read_json(os.path.join(args.out, 'accuracy.json')) or []:
         f.write(json.dumps(dict(r, preset=args.config, overrides=args.set)) + '\n')
+  if failed:
+    print(f'accuracy_suite.py: error: {len(failed)} run(s) failed ({", ".join(failed)}); '
+          'each one\'s .log in --out says why', file=sys.stderr)
+    return 1
   return 0
 
 

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from vmc import analysis
+from vmc import analysis, writers
 from vmc.errors import ConfigError
 
 
@@ -140,6 +140,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.window is not None and not 0 < args.window <= 1:
     parser.error('--window must be within (0, 1]')
+  for flag, path in (('--plot', args.plot), ('--levels', args.levels)):
+    problem = path and writers.cannot_write(path)
+    if problem:
+      print(f"analyze.py: error: {flag} {path}: {problem}; give another path, or {flag} '' "
+            'for none', file=sys.stderr)
+      return 2
   summaries, all_stats = [], []
   for run in args.runs:
     try:
@@ -171,13 +177,18 @@ def main(argv=None) -> int:
       print(f'{os.path.basename(os.path.normpath(s["run"]))}: ' + '; '.join(extras))
   if args.json:
     print(json.dumps(analysis.strict_json(summaries), indent=2, allow_nan=False))
-  if args.plot:
-    plot(summaries, all_stats, args.plot)
-    print(f'plot: {args.plot}')
   with_states = [s for s in summaries if s.get('states')]
-  if args.levels and with_states:
-    levels(with_states, args.levels)
-    print(f'levels: {args.levels}')
+  outputs = [('--plot', args.plot, lambda p: plot(summaries, all_stats, p)),
+             ('--levels', args.levels if with_states else '', lambda p: levels(with_states, p))]
+  for flag, path, draw in outputs:
+    if not path:
+      continue
+    try:
+      draw(path)
+    except OSError as e:  # e.g. a read-only file system, which the check above cannot see
+      print(f'analyze.py: error: {flag} {path}: {e.strerror or e}', file=sys.stderr)
+      return 2
+    print(f'{flag[2:]}: {path}')
   return 0
 
 

@@ -136,10 +136,21 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--bench_iterations', type=int, default=5)
   parser.add_argument('--network', default='default', help="benchmark.py's --network")
   args = parser.parse_args(argv)
-  os.makedirs(args.out, exist_ok=True)
+  try:
+    os.makedirs(args.out, exist_ok=True)
+  except OSError as e:  # a file of that name, a read-only parent, ...
+    print(f'gpu_check: error: --out {args.out}: {e.strerror or e}; name a folder to create '
+          'or an existing folder', file=sys.stderr)
+    return 2
   sys.path.insert(0, ROOT)
 
-  result: dict = {'device': detect(args.allow_cpu)}
+  try:
+    result: dict = {'device': detect(args.allow_cpu)}
+  except Exception as e:  # noqa: BLE001  (a backend that cannot start: any error of JAX's)
+    why = f'{type(e).__name__}: {str(e)[:200]}' if str(e).strip() else type(e).__name__
+    print(f'gpu_check: error: JAX could not start its backend ({why}); check JAX_PLATFORMS '
+          'and the CUDA plugin (docs/install.md)', file=sys.stderr)
+    return 1
   if not result['device']['passed']:
     print('gpu_check: error: JAX found no accelerator (backend cpu); install jax with its '
           'CUDA plugin, or pass --allow_cpu for a dry run', file=sys.stderr)

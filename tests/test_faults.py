@@ -343,17 +343,32 @@ def test_only_a_full_disk_is_told_to_free_space(tmp_path):
   assert 'free space' not in other and 'fix or remove the file named' in other
 
 
+@pytest.mark.parametrize('status', ['RESOURCE_EXHAUSTED', 'INTERNAL'])
 def test_out_of_device_memory_is_one_line_naming_the_batch(tmp_path, make_tiny_config,
-                                                          monkeypatch):
-  """XLA's RESOURCE_EXHAUSTED (here raised in place of a real allocation, which would take
-  the machine's memory) ends the run with one line: the batch, the fix, what is safe."""
+                                                          monkeypatch, status):
+  """XLA's failed allocation (here raised in place of a real one, which would take the
+  machine's memory): RESOURCE_EXHAUSTED from a device, INTERNAL from the CPU client. The
+  run ends with one line: the batch, the fix, what is safe."""
   import jax
 
   def exhausted(*args, **kwargs):
-    raise jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes.')
+    raise jax.errors.JaxRuntimeError(f'{status}: Out of memory allocating 9 bytes.')
   monkeypatch.setattr(train, '_run_in_folder', exhausted)
   cfg = _cfg(make_tiny_config, tmp_path, 3, **{'pretrain.method': 'none'})
-  with pytest.raises(RunAborted, match=r'out of memory \(RESOURCE_EXHAUSTED: Out of memory '
+  with pytest.raises(RunAborted, match=rf'out of memory \({status}: Out of memory '
                      r'allocating 9 bytes\.\) with batch_size=\d+ on 1 device\(s\); lower '
                      'batch_size.*no checkpoint was written yet'):
     _run(cfg)
+
+
+def test_a_batch_whose_sr_matrices_cannot_fit_is_refused_before_the_run(make_tiny_config):
+  """MinSR and SPRING hold n x n matrices of all n walkers: 2,000,000 walkers need about
+  44,000 GiB, which the batch size says before any work (KFAC's memory grows with the
+  batch only linearly, and is not refused here)."""
+  from vmc import config as config_lib
+  for optimizer in ('spring', 'minsr'):
+    with pytest.raises(ConfigError, match=rf'optim.optimizer={optimizer} with '
+                       r'batch_size=2000000 needs 2000000 x 2000000 matrices of about '
+                       r'44,703 GiB .*use batch_size <= \d+ or'):
+      config_lib.resolve(make_tiny_config(optimizer=optimizer, batch_size=2_000_000))
+  config_lib.resolve(make_tiny_config(optimizer='adam', batch_size=2_000_000))

@@ -93,6 +93,21 @@ def test_single_process_needs_no_distributed_setup(make_tiny_config):
     config_lib.resolve(make_tiny_config(**{'distributed.mode': 'sometimes'}))
 
 
+def test_a_backend_that_cannot_start_is_one_line(make_tiny_config, monkeypatch):
+  """JAX_PLATFORMS=cuda where the CUDA plugin is missing: JAX 0.9 raises a bare
+  AssertionError from jax.devices(); `vmc` says what happened and the way out."""
+  def no_backend():
+    raise AssertionError
+  monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
+  monkeypatch.setattr(jax, 'devices', no_backend)
+  with pytest.raises(ConfigError) as error:
+    parallel.initialize(make_tiny_config().distributed)
+  assert str(error.value) == (
+      'JAX could not start its backend for JAX_PLATFORMS=cuda (AssertionError); install jax '
+      "with that platform's plugin (docs/install.md), or unset JAX_PLATFORMS to run on the "
+      'CPU')
+
+
 # ----------------------------------------------------------------------------------------
 # Several devices in one process.
 

@@ -59,6 +59,36 @@ def test_analyze_names_a_missing_run(tmp_path, capsys):
   assert 'nothing' in capsys.readouterr().err
 
 
+def test_analyze_refuses_an_output_it_cannot_write_before_any_work(tmp_path, capsys):
+  """--plot or --levels in a missing folder, in place of a folder, or under a file: one
+  line, exit 2, before the runs are read (the run given here does not even exist)."""
+  (tmp_path / 'a_file').write_text('')
+  for flag, path, why in (('--plot', tmp_path / 'missing' / 'p.png', 'does not exist'),
+                          ('--plot', tmp_path, 'is a folder'),
+                          ('--levels', tmp_path / 'a_file' / 'levels.png', 'is a file')):
+    assert analyze.main([str(tmp_path / 'no_run'), flag, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and f'{flag} {path}: ' in err and why in err, err
+    assert 'no_run' not in err
+
+
+def test_the_scripts_refuse_bad_arguments_in_one_line(tmp_path, capsys):
+  import accuracy_suite
+  import gpu_check
+  for seeds in ('abc', '', '1.5', '-1'):
+    with pytest.raises(SystemExit) as exit_:
+      accuracy_suite.main(['--seeds', seeds, '--out', str(tmp_path / 'suite')])
+    assert exit_.value.code == 2 and 'comma-separated list of non-negative integers' in (
+        capsys.readouterr().err)
+  (tmp_path / 'a_file').write_text('')
+  for report in (tmp_path / 'missing', tmp_path / 'a_file'):
+    assert accuracy_suite.main(['--report', str(report)]) == 2
+    assert 'not a folder of suite runs' in capsys.readouterr().err
+  assert gpu_check.main(['--out', str(tmp_path / 'a_file'), '--allow_cpu']) == 2
+  assert 'gpu_check: error: --out' in capsys.readouterr().err
+  assert not (tmp_path / 'suite').exists()
+
+
 def test_inspect_checkpoint_reports_parameters_and_local_energies(finished_run, capsys):
   assert inspect_checkpoint.main([finished_run.save_path, '--walkers', '16']) == 0
   out = capsys.readouterr().out
@@ -166,3 +196,12 @@ def test_time_to_accuracy_reports_the_median_over_seeds(tmp_path):
   assert f'| abc | 3 | {tens[1]:.0f} (3/3) |' in table
   ones = sorted(rows[f'abc_seed{s}']['1'][1] for s in (7, 8))
   assert table.split('\n')[-3].endswith(f'| {ones[1]:.0f} (2/3) |')
+
+
+def test_the_accuracy_suite_exits_non_zero_when_a_run_fails(tmp_path, capsys):
+  import accuracy_suite
+  out = tmp_path / 'suite'
+  assert accuracy_suite.main(['--systems', 'Xx', '--seeds', '1', '--budget', '1',
+                              '--out', str(out)]) == 1
+  assert '1 run(s) failed (Xx seed 1)' in capsys.readouterr().err
+  assert 'system.atom' in (out / 'Xx_seed1.log').read_text()  # vmc's own line, kept

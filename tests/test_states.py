@@ -264,6 +264,25 @@ def test_rejected_iterations_are_left_out_of_the_state_estimates():
   np.testing.assert_allclose(out['state_energies'], [-2.9, -2.1], atol=0.01)
 
 
+def test_a_window_of_rejected_iterations_gives_no_estimate_and_no_traceback():
+  """All iterations of the window rolled back (their rows NaN): the lowest state's energy
+  is NaN, which the run reports in one line (vmc.train: 'not finite')."""
+  from vmc import writers
+  t = 10
+  table = {'energy': np.full(t, np.nan), 'variance': np.ones(t), 'pmove': np.ones(t),
+           'step': np.arange(t), 'wall_time': np.arange(t, dtype=float)}
+  for i, j in np.ndindex(2, 2):
+    table[f'E_{i}_{j}'] = np.full(t, np.nan)
+  for i in range(2):
+    table[f'energy_{i}'] = np.full(t, np.nan)
+  assert writers.states_of(table) == 2
+  out = analysis.summarize_stats(table, window=0.5)
+  assert out['state_iterations'] == 0 and np.isnan(out['energy'])
+  assert np.all(np.isnan(out['state_energies']))
+  assert analysis.strict_json(out)['energy'] is None
+  assert 'nan' in '\n'.join(analysis.state_lines(out))  # the log's table, without a traceback
+
+
 def test_warm_start_from_a_run_with_other_states_is_refused(tmp_path, make_tiny_config):
   _run(make_tiny_config, tmp_path / 'g', 2)
   cfg = make_tiny_config(**{'system.states': 2, 'log.restore_path': str(tmp_path / 'g'),

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import json
 import os
+import resource
 import typing
 from typing import Any
 
@@ -192,6 +193,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> Spec:
     raise ConfigError('optim.lr.delay_fraction sets the learning-rate delay from a wall-clock '
                       'budget; give budget_minutes too, or set optim.lr.delay instead')
   _check_density_grid(sections['observables'], batch, sections['optim'].iterations)
+  _check_kernel_memory(sections['optim'].optimizer, batch)
   states = _check_states(cfg.system.states, sections['observables'])
   return Spec(system=system, pp=pp, batch_size=batch, states=states, **budget,
               config_json=cfg.to_json_best_effort(indent=2), **dict(sections, network=net))
@@ -218,6 +220,30 @@ def _check_states(value: Any, obs: spec_lib.ObservablesSpec) -> int:
   return states
 
 
+def _memory_bytes() -> int:
+  """This machine's memory, or the process's address-space limit where that is lower."""
+  have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+  return min(have, limit) if limit != resource.RLIM_INFINITY else have
+
+
+def _check_kernel_memory(optimizer: str, batch: int) -> None:
+  """MinSR and SPRING solve with an n x n matrix of all n walkers on every device (float32:
+  the matrix, its Cholesky factor and the damped copy, vmc/optimizers/sr.py): a batch
+  whose matrices exceed the machine's memory is refused before the run, not after its SCF
+  and pretraining."""
+  if optimizer not in ('spring', 'minsr'):
+    return
+  need, have = 3 * 4 * batch ** 2, _memory_bytes()
+  if need > have:
+    largest = int((have / 12) ** 0.5)
+    raise ConfigError(
+        f'optim.optimizer={optimizer} with batch_size={batch} needs {batch} x {batch} '
+        f'matrices of about {need / 2 ** 30:,.0f} GiB on every device, more than the '
+        f'{have / 2 ** 30:.1f} GiB this process may use; use batch_size <= {largest} or '
+        "optim.optimizer='kfac'")
+
+
 def _check_density_grid(obs: spec_lib.ObservablesSpec, batch: int, iterations: int) -> None:
   """A spin-density grid that cannot be indexed or held is refused before the run: its
   bins^3 cells are indexed in int32; each walker fills two grids (up, down) in the step;
@@ -230,10 +256,11 @@ def _check_density_grid(obs: spec_lib.ObservablesSpec, batch: int, iterations: i
                       f'{obs.density_bins}^3 cells per spin cannot be indexed (int32); use at '
                       'most 1000')
   need = 2 * cells * 4 * (batch + iterations)  # float32: the step's grids and the kept ones
-  have = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  have = _memory_bytes()
   if need > have:
     raise ConfigError(
         f'observables.density_bins={obs.density_bins} needs about {need / 2 ** 30:.1f} GiB '
         f'(two grids of {obs.density_bins}^3 float32 per walker of the batch of {batch} and '
-        f'per iteration of {iterations}), more than this machine\'s {have / 2 ** 30:.1f} GiB; '
-        'use fewer density_bins, a smaller batch_size or fewer optim.iterations')
+        f'per iteration of {iterations}), more than the {have / 2 ** 30:.1f} GiB this '
+        'process may use; use fewer density_bins, a smaller batch_size or fewer '
+        'optim.iterations')

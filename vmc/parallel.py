@@ -122,13 +122,27 @@ def _launched_processes() -> tuple[int, str] | None:
 
 
 def initialize(dist: DistributedSpec) -> None:
-  """Starts jax.distributed when this run is one of several processes.
+  """Starts jax.distributed when this run is one of several processes, then JAX's backend.
 
   dist: the `distributed` config. mode 'auto' initializes when coordinator_address is set
   or a launcher (SLURM srun, Open MPI mpirun) started several processes; 'on' always
   (JAX detects the cluster); 'off' never. Explicit keys override what JAX detects. Must run
-  before any JAX computation; a second call is a no-op.
+  before any JAX computation; a second call is a no-op. A backend that cannot start (say,
+  JAX_PLATFORMS=cuda without the CUDA plugin or driver) is one line.
   """
+  _start_distributed(dist)
+  try:
+    jax.devices()
+  except Exception as e:  # noqa: BLE001  (JAX raises RuntimeError, or a bare AssertionError)
+    platforms = os.environ.get('JAX_PLATFORMS', '')
+    asked = f' for JAX_PLATFORMS={platforms}' if platforms else ''
+    why = one_line(e)[:200] if str(e).strip() else type(e).__name__
+    raise ConfigError(f'JAX could not start its backend{asked} ({why}); install jax with '
+                      "that platform's plugin (docs/install.md), or unset JAX_PLATFORMS to "
+                      'run on the CPU') from None
+
+
+def _start_distributed(dist: DistributedSpec) -> None:
   if jax.distributed.is_initialized():
     return
   launched = _launched_processes()

@@ -170,6 +170,13 @@ def _newest_checkpoint(save_path: str) -> str:
           else '')
 
 
+def is_out_of_memory(error: Exception) -> bool:
+  """Whether an error of XLA's is a failed allocation: RESOURCE_EXHAUSTED from a device,
+  or an INTERNAL 'Out of memory allocating ...' from the CPU client."""
+  text = str(error)
+  return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
+
+
 def out_of_memory(error: Exception, batch_size: int, save_path: str) -> str:
   """The line for a device that ran out of memory: the sizes that decide it and what is
   safe on disk."""

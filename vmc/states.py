@@ -173,10 +173,16 @@ def analyse(energy: np.ndarray, dipoles: np.ndarray | None = None,
   The estimates are the eigen-analysis of the means over all T iterations; their errors a
   jackknife over `blocks` consecutive blocks (fewer when T is short; none below 2
   blocks: NaN). Blocks of T / blocks iterations should be longer than the energy's
-  autocorrelation time (a few tens of iterations is typical).
+  autocorrelation time (a few tens of iterations is typical). No iterations (T = 0, all
+  rejected): every estimate NaN.
   """
   energy = np.asarray(energy, np.float64)
   t = energy.shape[0]
+  if t == 0:  # every iteration was rejected: nothing to estimate, all NaN
+    nan = np.full(energy.shape[-1], np.nan)
+    return Estimate(nan, nan, nan, nan, None if dipoles is None else nan,
+                    None if dipoles is None else nan, None if spins is None else nan,
+                    None if spins is None else nan, 0)
   values = eigen(energy.mean(0))[0]
   extras = {'osc': (dipoles, oscillator_strengths), 's2': (spins, in_eigenbasis)}
   means = {name: None if series is None else fn(energy.mean(0), np.mean(series, 0))

@@ -96,7 +96,7 @@ def _run_phase(spec: Spec, save_path: str, signals: loop.Signals, t0: float) -> 
     except OSError as e:
       raise RunAborted(runfolder.write_failure(e, save_path)) from None
     except jax.errors.JaxRuntimeError as e:
-      if 'RESOURCE_EXHAUSTED' not in str(e):
+      if not runfolder.is_out_of_memory(e):
         raise
       raise RunAborted(runfolder.out_of_memory(e, spec.batch_size, save_path)) from None
 

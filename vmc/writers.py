@@ -67,6 +67,22 @@ def write_text_atomically(path: str, text: str) -> None:
   write_atomically(path, write)
 
 
+def cannot_write(path: str) -> str | None:
+  """Why a file cannot be written at `path` (its folder missing or read-only, a folder in
+  its place), or None: asked before the work whose result it will hold."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    return 'is a folder'
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    return f'{folder} is a file, not a folder'
+  if not os.path.isdir(folder):
+    return f'its folder {folder} does not exist'
+  if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path)
+                                                   and not os.access(path, os.W_OK)):
+    return f'{folder} is not writable'
+  return None
+
+
 def attempt(write: Callable[..., None], *args: Any) -> OSError | None:
   """The OSError of write(*args), if any: returned, so that a caller can first tell the
   other processes of a multi-process run (vmc.parallel.any_process), then raise it on all."""
