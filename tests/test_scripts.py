@@ -30,7 +30,8 @@ def finished_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_analyze_prints_a_table_and_writes_a_png(finished_run, tmp_path, capsys):
+def test_analyze_prints_a_table_and_writes_a_png(finished_run, tmp_path, capsys,
+                                                 monkeypatch):
   run = finished_run.save_path
   # A second run still in progress: no summary yet, a half-written last line.
   running = tmp_path / 'he_running'
@@ -52,6 +53,16 @@ def test_analyze_prints_a_table_and_writes_a_png(finished_run, tmp_path, capsys)
   assert summary['energy'] == pytest.approx(stats['energy'][15:].mean())
   assert summary['reference_energy'] == pytest.approx(-2.903724377)
   assert summary['error_mha'] == pytest.approx(1000 * (summary['energy'] + 2.903724377))
+  # A write that fails although the folder looked writable (a read-only file system, where
+  # root's access check says yes): one line, exit 2.
+  import errno
+
+  def read_only(*args):
+    raise OSError(errno.EROFS, 'Read-only file system')
+  monkeypatch.setattr(analyze, 'plot', read_only)
+  capsys.readouterr()
+  assert analyze.main([run, '--plot', str(png)]) == 2
+  assert capsys.readouterr().err == f'analyze.py: error: --plot {png}: Read-only file system\n'
 
 
 def test_analyze_names_a_missing_run(tmp_path, capsys):

@@ -406,7 +406,8 @@ class ConfigSpec:
   """The whole config, in the order of config.json."""
   batch_size: int = key(4096, POSITIVE, 'walkers, summed over all devices')
   budget_minutes: float = key(0.0, number(0.0, MAX_BUDGET_MINUTES, what=' (minutes)'),
-                              'wall-clock budget of the run, 0: none. Training stops at '
+                              'wall-clock budget of the run, 0: none, else at least 1 for a '
+                              'training. Training stops at '
                               '(1 - budget_evaluation) of it (or at optim.iterations), then '
                               'the trained wavefunction is evaluated (optimizer none) in '
                               '<save_path>/evaluation until the budget is spent '
