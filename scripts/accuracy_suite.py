@@ -9,8 +9,10 @@
 Every run is one `vmc --config <preset> --config.budget_minutes=<budget>` command
 (configs/budget.py by default: train, then evaluate, inside the budget; vmc/budget.py),
 in its own process, one after the other so that each has the machine to itself; the
-command is printed, so any row can be rerun alone, and rerunning the suite resumes or
-skips finished runs. A name of vmc.systems.MOLECULES is a molecule, anything else an atom.
+command is printed, so any row can be rerun alone, and rerunning the suite resumes
+unfinished runs, skips runs finished at that budget or a larger one, and trains on (then
+evaluates anew) runs finished at a smaller one; each row names its budget. A name of
+vmc.systems.MOLECULES is a molecule, anything else an atom.
 Per run: the evaluation's energy with its reblocked error bar, the error against vmc's
 reference table (exact or best-estimate energies with their sources), and the wall time
 of the whole command (process start to exit: SCF, pretraining, training, evaluation).
@@ -57,15 +59,16 @@ def command(system: str, seed: int, args: argparse.Namespace) -> list[str]:
 
 
 def run(system: str, seed: int, args: argparse.Namespace) -> bool:
-  """One run, unless its evaluation is done; its wall time into <folder>/suite.json.
-  Whether it ended well (vmc exited 0)."""
+  """One run, unless it already ended well at this budget or a larger one; its wall time
+  and budget into <folder>/suite.json. Whether it ended well (vmc exited 0). A run that
+  ended at a smaller budget runs again: vmc trains it on and evaluates it anew."""
   folder = run_folder(args.out, system, seed)
-  if os.path.exists(os.path.join(folder, 'evaluation', 'summary.json')):
-    print(f'{folder}: evaluated, not rerun', file=sys.stderr)
-    return True
-  if os.path.exists(os.path.join(folder, 'suite.json')):
-    print(f'{folder}: finished without an evaluation (too little budget left; see its .log), '
-          'not rerun', file=sys.stderr)
+  done_at = _read_json(os.path.join(folder, 'suite.json')).get('budget_minutes')
+  if done_at is not None and args.budget <= done_at:
+    evaluated = os.path.exists(os.path.join(folder, 'evaluation', 'summary.json'))
+    print(f'{folder}: ' + ('evaluated' if evaluated else 'finished without an evaluation (too '
+          'little budget left; see its .log)') + f' at budget {done_at:g}, not rerun',
+          file=sys.stderr)
     return True
   cmd = command(system, seed, args)
   print('vmc', shlex.join(cmd[3:]), file=sys.stderr, flush=True)
@@ -79,7 +82,8 @@ def run(system: str, seed: int, args: argparse.Namespace) -> bool:
   record = os.path.join(folder, 'suite.json')
   previous = _read_json(record).get('wall_seconds', 0.0)  # a resumed run adds to it
   with open(record, 'w') as f:
-    json.dump({'wall_seconds': previous + wall, 'command': cmd[2:]}, f, indent=2)
+    json.dump({'wall_seconds': previous + wall, 'budget_minutes': args.budget,
+               'command': cmd[2:]}, f, indent=2)
   return True
 
 
@@ -98,6 +102,7 @@ def row(folder: str) -> dict | None:
     return None
   training = _read_json(os.path.join(folder, 'summary.json'))
   budget = _read_json(os.path.join(folder, 'budget.json'))
+  suite = _read_json(os.path.join(folder, 'suite.json'))
   provenance = summary.get('provenance', {})
   lr = _read_json(os.path.join(folder, 'config.json')).get('optim', {}).get('lr', {})
   return dict(
@@ -113,12 +118,11 @@ def row(folder: str) -> dict | None:
                               else 1000 * summary['energy_largest_step_shift']),
       training_iterations=training.get('iterations'),
       evaluation_iterations=summary['iterations'],
-      budget_minutes=budget.get('budget_minutes'),
+      budget_minutes=suite.get('budget_minutes', budget.get('budget_minutes')),
       seconds_per_iteration=budget.get('seconds_per_iteration'),
       learning_rate_delay=lr.get('delay'),
       written_at=provenance.get('written_at'), git_commit=provenance.get('git_commit'),
-      wall_minutes=_read_json(os.path.join(folder, 'suite.json')).get('wall_seconds',
-                                                                      float('nan')) / 60)
+      wall_minutes=suite.get('wall_seconds', float('nan')) / 60)
 
 
 def report(out: str, label: str = '') -> str:
@@ -128,15 +132,17 @@ def report(out: str, label: str = '') -> str:
   with open(os.path.join(out, 'accuracy.json'), 'w') as f:
     json.dump(rows, f, indent=2)
   lines = [f'{label}' if label else '',
-           '| system | run | error (mHa) | ± (mHa) | var(E_L) (Ha²) | training it | '
-           'training mean (mHa) | wall (min) |', '|---|---|---|---|---|---|---|---|']
+           '| system | run | budget (min) | error (mHa) | ± (mHa) | var(E_L) (Ha²) | '
+           'training it | training mean (mHa) | wall (min) |',
+           '|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     error = ('no reference | —' if r['error_mha'] is None else
              f'{r["error_mha"]:+.2f} | {r["error_mha_error"]:.2f}'
              + ('' if r['error_converged'] else ' (lower bound)'))
     trained = ('—' if r['training_error_mha'] is None else
                f'{r["training_error_mha"]:+.2f}')
-    lines.append(f'| {r["system"]} | {r["run"]} | {error} | {r["variance"]:.4f} | '
+    budget = '—' if r['budget_minutes'] is None else f'{r["budget_minutes"]:g}'
+    lines.append(f'| {r["system"]} | {r["run"]} | {budget} | {error} | {r["variance"]:.4f} | '
                  f'{r["training_iterations"]} | {trained} | {r["wall_minutes"]:.1f} |')
   lines += ['', '| system | seeds | mean error (mHa) | seed spread (mHa) | worst (mHa) | '
             'max wall (min) |', '|---|---|---|---|---|---|']
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
   os.makedirs(args.out, exist_ok=True)
   failed = [f'{system} seed {seed}' for system in args.systems.split(',')
             for seed in args.seeds if not run(system, seed, args)]
-  label = f'preset {args.config}, budget {args.budget:g} min' + (
+  label = f'preset {args.config}, budget of each run in its row' + (
       f', {" ".join(args.set)}' if args.set else '')
   print(report(args.out, label))
   if args.append_jsonl:

@@ -92,6 +92,26 @@ def tiny_config(atom='He', optimizer=None, **overrides):
   return override(cfg, **overrides)
 
 
+def budgeted_config(save_path, minutes=1.0, **overrides):
+  """A tiny Adam run with a wall-clock budget (tests/test_budget.py), half of it for the
+  evaluation."""
+  return tiny_config(**{'optim.optimizer': 'adam', 'optim.iterations': 1_000_000,
+                        'budget_minutes': minutes, 'budget_evaluation': 0.5,
+                        'log.save_path': save_path, **overrides})
+
+
+class TickingClock:
+  """vmc.clock.now for a test: `tick` seconds later at every read, so that a budgeted run's
+  shares, iterations and rates are the same on any machine at any speed."""
+
+  def __init__(self, tick):
+    self.tick, self.t = tick, 1.8e9
+
+  def __call__(self):
+    self.t += self.tick
+    return self.t
+
+
 def override(cfg, **overrides):
   """cfg with dotted keys set: override(cfg, **{'mcmc.steps': 3})."""
   for key, value in overrides.items():

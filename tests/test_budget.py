@@ -10,7 +10,9 @@ budget."""
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -18,27 +20,14 @@ import pytest
 from vmc import analysis, budget, checkpoint, clock, config as config_lib, loop, scans, train
 from vmc.errors import ConfigError
 
-from conftest import tiny_config
+from conftest import TickingClock, budgeted_config, tiny_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts'))
 import accuracy_suite  # noqa: E402
 
 
 def _budgeted(tmp_path, minutes=1.0, **overrides):
-  return config_lib.resolve(tiny_config(**{
-      'optim.optimizer': 'adam', 'optim.iterations': 1_000_000, 'budget_minutes': minutes,
-      'budget_evaluation': 0.5, 'log.save_path': str(tmp_path / 'run'), **overrides}))
-
-
-class TickingClock:
-  """vmc.clock.now for a test: `tick` seconds later at every read."""
-
-  def __init__(self, tick):
-    self.tick, self.t = tick, 1.8e9
-
-  def __call__(self):
-    self.t += self.tick
-    return self.t
+  return config_lib.resolve(budgeted_config(str(tmp_path / 'run'), minutes, **overrides))
 
 
 @pytest.fixture
@@ -122,6 +111,63 @@ def test_a_run_stopped_in_training_resumes_with_the_budget_it_had_left(tmp_path,
   assert json.loads((run / 'evaluation' / 'summary.json').read_text())['iterations'] > 100
 
 
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'budget_worker.py')
+
+
+@pytest.mark.slow
+def test_a_second_run_cannot_take_over_a_live_evaluation(tmp_path, ticking):
+  """Two processes on one folder: while the first evaluates in run/evaluation, the same
+  command with a raised budget is refused (it once renamed the live evaluation folder, so
+  that the first wrote its checkpoint and summary into the second's). Once the first has
+  finished, the raised budget trains on and sets the finished evaluation aside whole."""
+  run, marker, go = tmp_path / 'run', tmp_path / 'evaluating', tmp_path / 'go'
+  first = subprocess.Popen([sys.executable, WORKER, str(run), '1.0', str(marker), str(go)],
+                           env=dict(os.environ, JAX_PLATFORMS='cpu'), text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    waited = time.monotonic()
+    while not marker.exists():  # the first run trains (a few seconds), then evaluates
+      assert first.poll() is None, first.communicate()[1][-3000:]
+      assert time.monotonic() - waited < 600, 'the first run never reached its evaluation'
+      time.sleep(0.1)
+    before = sorted(p.relative_to(run) for p in run.rglob('*'))
+    with pytest.raises(ConfigError, match=f'log.save_path={run} is in use by process '
+                       f'{first.pid} '):
+      train.run(_budgeted(tmp_path, minutes=1.5))
+    assert sorted(p.relative_to(run) for p in run.rglob('*')) == before
+  finally:
+    go.touch()
+    _, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err[-3000:]
+  evaluated = json.loads((run / 'evaluation' / 'summary.json').read_text())
+  trained = json.loads((run / 'summary.json').read_text())
+  assert evaluated['mode'] == 'evaluation' and evaluated['iterations'] > 100
+  assert not [p for p in os.listdir(run) if p.startswith('evaluation_')]
+  eval_stats = (run / 'evaluation' / 'eval_stats.csv').read_bytes()
+  longer = train.run(_budgeted(tmp_path, minutes=1.5))
+  assert longer.steps > trained['iterations']
+  aside = run / f'evaluation_ckpt_{trained["iterations"]:06d}'
+  assert (aside / 'eval_stats.csv').read_bytes() == eval_stats
+  assert json.loads((aside / 'summary.json').read_text()) == evaluated
+
+
+def test_a_budget_that_leaves_almost_no_training_is_not_evaluated(tmp_path, ticking):
+  """The training's share ends after two iterations (each 10 s on this clock): the run
+  stops in one line instead of reporting the untrained wavefunction's energy, and the
+  same command with a larger budget trains on and evaluates."""
+  ticking.tick = 10.0
+  with pytest.raises(train.RunAborted, match=r'budget: the training ended after \d '
+                     r'iteration\(s\), when its share of budget_minutes=1 \(30 s, .*\) was '
+                     'spent; .*none was run. Raise budget_minutes'):
+    train.run(_budgeted(tmp_path))
+  run = tmp_path / 'run'
+  assert not (run / 'evaluation').exists() and checkpoint.list_checkpoints(str(run))
+  ticking.tick = 0.1
+  train.run(_budgeted(tmp_path, minutes=3.0))
+  assert json.loads((run / 'evaluation' / 'summary.json').read_text())['iterations'] > 100
+  assert len(analysis.read_stats(str(run))['step']) >= budget.MIN_TRAINING_ITERATIONS
+
+
 def test_deadline_ends_the_phase_complete_at_the_first_row_past_it():
   rows = iter([0.5, 1.5, 2.5, 3.5])
 
@@ -159,12 +205,14 @@ def test_accuracy_suite_tabulates_finished_runs(tmp_path):
     (folder / 'budget.json').write_text(json.dumps(dict(budget_minutes=60.0,
                                                         seconds_per_iteration=0.3)))
     (folder / 'config.json').write_text(json.dumps({'optim': {'lr': {'delay': 2500.0}}}))
-    (folder / 'suite.json').write_text(json.dumps(dict(wall_seconds=3000.0)))
+    # seed 1 written before the suite recorded budgets: budget.json's is shown
+    (folder / 'suite.json').write_text(json.dumps(dict(
+        wall_seconds=3000.0, **({'budget_minutes': 45.0} if seed == 2 else {}))))
   os.makedirs(tmp_path / 'C_seed3')  # not finished: left out
   text = accuracy_suite.report(str(tmp_path))
   assert '| C | 2 | +3.50 | 0.71 | +4.00 | 50.0 |' in text
-  assert '| C | C_seed1 | +3.00 | 0.40 | 0.2000 | 9000 | +2.50 | 50.0 |' in text
-  assert '| C | C_seed2 | +4.00 | 0.40 (lower bound) |' in text
+  assert '| C | C_seed1 | 60 | +3.00 | 0.40 | 0.2000 | 9000 | +2.50 | 50.0 |' in text
+  assert '| C | C_seed2 | 45 | +4.00 | 0.40 (lower bound) |' in text
   rows = json.loads((tmp_path / 'accuracy.json').read_text())
   assert [r['run'] for r in rows] == ['C_seed1', 'C_seed2']
   assert np.isclose(rows[0]['error_mha'], 3.0)
@@ -176,6 +224,28 @@ def test_accuracy_suite_tabulates_finished_runs(tmp_path):
   assert accuracy_suite.system_flags('Li2') == ['--config.system.atom=',
                                                  '--config.system.molecule=Li2']
   assert accuracy_suite.system_flags('N') == ['--config.system.atom=N']
+
+
+def test_the_accuracy_suite_reruns_a_run_only_for_a_larger_budget(tmp_path, monkeypatch):
+  """A run finished at budget B (evaluated or not) is skipped for budgets up to B, and run
+  again (vmc trains on and evaluates anew) for a larger one; the record keeps the budget
+  that made the row."""
+  calls = []
+
+  def fake_vmc(cmd, **kwargs):
+    calls.append(next(a for a in cmd if a.startswith('--config.budget_minutes=')))
+    return subprocess.CompletedProcess(cmd, 0)
+  monkeypatch.setattr(accuracy_suite.subprocess, 'run', fake_vmc)
+  out = tmp_path / 'suite'
+  os.makedirs(out / 'He_seed1')  # vmc would write the folder; here it stays empty
+
+  def suite(minutes):
+    assert accuracy_suite.main(['--systems', 'He', '--seeds', '1', '--budget', str(minutes),
+                                '--out', str(out)]) == 0
+    return json.loads((out / 'He_seed1' / 'suite.json').read_text())['budget_minutes']
+  assert suite(2.0) == 2.0 and calls == ['--config.budget_minutes=2.0']
+  assert suite(2.0) == 2.0 and suite(1.0) == 2.0 and len(calls) == 1  # skipped
+  assert suite(5.0) == 5.0 and calls[-1] == '--config.budget_minutes=5.0'
 
 
 def test_the_learning_rate_anneals_over_the_iterations_the_budget_allows(tmp_path, ticking):

@@ -16,7 +16,11 @@
                 Its own loop ends when its wall_time reaches that less its own preparation
                 (restore, burn-in), and its summary.json holds the run's estimate
                 (reblocked). An evaluation of an earlier checkpoint (the budget was raised
-                and training went on) is set aside as evaluation_<its checkpoint>.
+                and training went on) is set aside as evaluation_<its checkpoint>. The
+                run holds the training folder's lock while it evaluates (vmc.train), so
+                no second run on the folder can rename or reuse a live evaluation. A
+                training that the budget ended after fewer than MIN_TRAINING_ITERATIONS
+                is not evaluated: the run stops in one line (raise the budget).
 
 The shares follow from files in the run folders (budget.json, the statistics' wall_time),
 not from the clock of one session, so that the same command after a preemption resumes
@@ -36,11 +40,12 @@ from absl import logging
 from vmc import analysis, checkpoint, config as config_lib, loop, parallel, spec as spec_lib
 from vmc import writers
 from vmc.config import Spec
-from vmc.errors import ConfigError
+from vmc.errors import ConfigError, RunAborted
 
 FILE = 'budget.json'
 EVALUATION_FOLDER = 'evaluation'
 MIN_EVALUATION_SECONDS = 10.0  # less than this left: no evaluation (said in the log)
+MIN_TRAINING_ITERATIONS = 100  # a budget that ends training sooner is refused an evaluation
 CALIBRATION_ITERATIONS = 30  # the first iteration, with its compilation, is not timed
 
 
@@ -200,6 +205,22 @@ class Rate(loop.Hook):
     if len(self.walls) < 3:
       return None
     return (self.walls[-1] - self.walls[0]) / (len(self.walls) - 1)
+
+
+def check_training(spec: Spec, iterations: int, step: int) -> None:
+  """Refuses to evaluate a training that its share of the budget ended after fewer than
+  MIN_TRAINING_ITERATIONS iterations (the preparation and the first compilations took
+  nearly all of it): its estimate would be of a barely trained wavefunction. A training
+  that reached optim.iterations is what was asked for, however short."""
+  if (not spec.budget_minutes or spec.evaluation or step >= spec.optim.iterations
+      or iterations >= MIN_TRAINING_ITERATIONS):
+    return
+  raise RunAborted(f'budget: the training ended after {iterations} iteration(s), when its '
+                   f'share of budget_minutes={spec.budget_minutes:g} ({share(spec):.0f} s, '
+                   'the SCF, pretraining, burn-in and compilation included) was spent; an '
+                   'evaluation of so short a training would not estimate the energy, so '
+                   'none was run. Raise budget_minutes (the same command then trains on '
+                   'and evaluates)')
 
 
 def evaluation_spec(spec: Spec, save_path: str) -> Spec | None:

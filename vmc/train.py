@@ -66,20 +66,30 @@ def run(spec: Spec) -> RunResult:
   runtime.configure()  # process settings, before anything is compiled (vmc/runtime.py)
   save_path = parallel.share(spec.log.save_path or start_lib.default_save_path(spec.system.name))
   with loop.Signals() as signals:
-    result = _run_phase(spec, save_path, signals, t0)
-    evaluation = budget.evaluation_spec(spec, save_path) if result.complete else None
-    if evaluation is not None and signals.any_process():
-      logging.warning('stopped by %s before the evaluation; run the same command again to '
-                      'evaluate', signals.cause())
-    elif evaluation is not None:
-      logging.info('budget: evaluating the trained wavefunction for %.1f minutes in %s',
-                   evaluation.budget_minutes, evaluation.log.save_path)
-      _run_phase(evaluation, evaluation.log.save_path, signals, clock.now())
-  return result
+    return _run_phase(spec, save_path, signals, t0, evaluate=True)
 
 
-def _run_phase(spec: Spec, save_path: str, signals: loop.Signals, t0: float) -> RunResult:
-  """One run folder, under its lock: `run` without the evaluation of a budget."""
+def _evaluate(spec: Spec, save_path: str, result: RunResult, signals: loop.Signals) -> None:
+  """A budget's evaluation of a finished training (vmc.budget), if it has one; called while
+  the training's folder is locked, so that no other run renames or reuses the evaluation
+  folder inside it."""
+  budget.check_training(spec, len(result.energies), result.steps)
+  evaluation = budget.evaluation_spec(spec, save_path)
+  if evaluation is None:
+    return
+  if signals.any_process():
+    logging.warning('stopped by %s before the evaluation; run the same command again to '
+                    'evaluate', signals.cause())
+    return
+  logging.info('budget: evaluating the trained wavefunction for %.1f minutes in %s',
+               evaluation.budget_minutes, evaluation.log.save_path)
+  _run_phase(evaluation, evaluation.log.save_path, signals, clock.now())
+
+
+def _run_phase(spec: Spec, save_path: str, signals: loop.Signals, t0: float,
+               evaluate: bool = False) -> RunResult:
+  """One run folder, under its lock; with `evaluate`, a finished training's evaluation
+  (`_evaluate`) follows before the lock is released."""
   system = spec.system
   logging.info('system %s: %d atoms, electrons (up, down) = %s, charge %d, 2S = %d, %s',
                system.name, len(system.atoms), system.electrons, system.charge, system.spin,
@@ -92,13 +102,16 @@ def _run_phase(spec: Spec, save_path: str, signals: loop.Signals, t0: float) -> 
          if spec.observables.enabled else None)
   with runfolder.locked(save_path):
     try:
-      return _run_in_folder(spec, model, obs, save_path, signals, t0)
+      result = _run_in_folder(spec, model, obs, save_path, signals, t0)
     except OSError as e:
       raise RunAborted(runfolder.write_failure(e, save_path)) from None
     except jax.errors.JaxRuntimeError as e:
       if not runfolder.is_out_of_memory(e):
         raise
       raise RunAborted(runfolder.out_of_memory(e, spec.batch_size, save_path)) from None
+    if evaluate and result.complete:
+      _evaluate(spec, save_path, result, signals)
+  return result
 
 
 def _run_in_folder(spec: Spec, model: iteration.Model, obs: observables.Observables | None,
