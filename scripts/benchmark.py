@@ -156,7 +156,7 @@ def run_case(case: dict) -> dict:
                   optimizer_s=result['s_per_iter'] - t_mcmc - t_grad)
     if spec.pp:  # the nonlocal ECP term's share of the local energy
       from vmc import pseudopotential
-      term = pseudopotential.nonlocal_term(model.network.sampling_apply, spec.system,
+      term = pseudopotential.nonlocal_term(model.network.evaluate, spec.system,
                                            spec.pp.quadrature)
       p_nonlocal = parallel.pmap(term)
       _timed(p_nonlocal, state.params, state.mcmc.x, state.key)

@@ -14,7 +14,7 @@ from jax import enable_x64
 
 from conftest import TINY_PSIFORMER, make_network
 from vmc import hamiltonian, systems
-from vmc.networks import jastrows
+from vmc.networks import jastrows, ops, orbitals
 
 
 def _local_energy_at_coalescence(make_tiny_config, jastrow, pair, distances):
@@ -48,13 +48,28 @@ def test_psiformer_jastrow_keeps_local_energy_bounded_as_electrons_meet(pair,
   assert without[0] > 0.5 / distances[-1], without
 
 
-def test_jastrow_derivatives_match_autodiff():
+def _jastrow(nspins, a_par, a_anti):
+  """x (3N,) or ops.seed(x) -> J of the simple_ee Jastrow with these parameters."""
+  module = jastrows.SimpleEE(nspins)
+  params = {'params': {jastrows.PARALLEL: jnp.array([a_par]),
+                       jastrows.ANTIPARALLEL: jnp.array([a_anti])}}
+  return lambda x: module.apply(params, orbitals.features(x, jnp.zeros((1, 3))).r_ee)
+
+
+def test_jastrow_is_its_formula_and_its_derivatives_are_exact():
   nspins = (3, 2)
   with enable_x64(True):
     x = jax.random.normal(jax.random.PRNGKey(0), (15,), jnp.float64)
-    f = lambda y: jastrows.simple_ee(y, nspins, 0.7, 1.3)
-    value, grad, lap = jastrows.simple_ee_derivatives(x, nspins, 0.7, 1.3)
-    np.testing.assert_allclose(value, f(x), rtol=1e-12)
+    f = _jastrow(nspins, 0.7, 1.3)
+    pos = np.asarray(x).reshape(-1, 3)
+    expected = 0.0
+    for i in range(5):
+      for j in range(i + 1, 5):
+        same = (i < 3) == (j < 3)
+        c, a = (0.25, 0.7) if same else (0.5, 1.3)
+        expected += -c * a * a / (a + np.linalg.norm(pos[i] - pos[j]))
+    np.testing.assert_allclose(f(x), expected, rtol=1e-12)
+    lap, grad = ops.derivatives(f(ops.seed(x)))
     np.testing.assert_allclose(grad, jax.grad(f)(x), rtol=1e-10)
     np.testing.assert_allclose(lap, jnp.trace(jax.hessian(f)(x)), rtol=1e-10)
 
@@ -63,6 +78,6 @@ def test_jastrow_slopes_are_the_kato_cusps():
   """dJ/dr at r = 0 is 1/2 for an opposite-spin pair and 1/4 for a same-spin pair."""
   with enable_x64(True):
     for nspins, slope in (((1, 1), 0.5), ((2, 0), 0.25)):
-      j = lambda r, nspins=nspins: jastrows.simple_ee(
-          jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, r]), nspins, 2.0, 2.0)
+      f = _jastrow(nspins, 2.0, 2.0)
+      j = lambda r, f=f: f(jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, r]))
       np.testing.assert_allclose(jax.grad(j)(1e-12), slope, rtol=1e-9)

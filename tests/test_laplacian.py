@@ -1,4 +1,6 @@
-"""The Laplacian methods agree: forward (FermiNet's own), folx and the loop of jvps."""
+"""The Laplacian methods agree: forward (every network's own, vmc.networks.ops), folx and
+the loop of jvps, in float64 to 1e-9 (round-off, 1e-16 per operation, grown by the few
+thousand operations of a tiny network, stays far below)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +8,8 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-from conftest import NETWORK_VARIANTS, make_network, requires_kfac, slow_after_first
+from conftest import (NETWORK_VARIANTS, TINY_PSIFORMER, make_network, requires_kfac,
+                      slow_after_first)
 from vmc import hamiltonian, networks, systems, train
 from vmc.networks import orbitals
 from vmc import config as config_lib, spec as spec_lib
@@ -42,47 +45,52 @@ def test_forward_laplacian_matches_loop_in_float64(kwargs, full_det, make_tiny_c
   with enable_x64(True):
     net, params = _random_net(system, full_det, make_tiny_config, jnp.float64)
     x = 1.3 * jax.random.normal(jax.random.PRNGKey(2), (4, system.n_electrons * 3), jnp.float64)
-    loop = jax.vmap(lambda y: hamiltonian.laplacian_loop(lambda z: net.logabs(params, z), y))
+    loop = jax.vmap(lambda y: hamiltonian.laplacian_loop(lambda z: net.apply(params, z)[1], y))
     lap_ref, grad_ref = jax.jit(loop)(x)
     lap, grad = jax.jit(jax.vmap(net.laplacian, in_axes=(None, 0)))(params, x)
     np.testing.assert_allclose(lap, lap_ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-9)
 
 
-# The forward Laplacian re-implements the orbital head that FermiNet shares with the
-# Psiformer (vmc/networks/orbitals.py) from its parameters, so every head option is checked
-# against the loop here; test_every_head_option_is_checked fails when a new option is not.
+# Every network and head option is written once, in vmc.networks.ops, and its forward
+# Laplacian is checked against the loop here; test_every_option_is_checked fails when a
+# new option (of the head, or a network) is not.
 LAPLACIAN_VARIANTS = NETWORK_VARIANTS[1:] + [
     ('ferminet_bias_orbitals', {'network.bias_orbitals': True})]
 CHECKED = [(v, i % 2 == 0) for i, (_, v) in enumerate(LAPLACIAN_VARIANTS)]
 
 
-def test_every_head_option_is_checked(make_tiny_config):
-  """Each value of each HeadOptions field appears in a FermiNet case checked above/below."""
+def test_every_option_is_checked(make_tiny_config):
+  """Each value of each HeadOptions field, and each network type, appears in a case
+  checked above or below."""
   values = {'full_det': (True, False), 'envelope_type': spec_lib.ENVELOPE_TYPES,
             'envelope_shared': (True, False), 'bias_orbitals': (True, False),
             'jastrow': ('none', 'simple_ee'), 'determinants': (2,), 'states': (0, 2)}
   assert set(values) == set(orbitals.HeadOptions._fields), 'a head option is not checked'
   covered = {('states', 0)} | {('states', k) for k, _ in STATES_CASES}
+  networks_seen = set()
   for variant, full_det in CHECKED + [({}, True), ({}, False)]:  # + CASES' default network
     spec = config_lib.resolve(make_tiny_config(**{'network.full_det': full_det, **variant}))
-    if spec.network.network_type == 'ferminet':
-      covered |= {(k, getattr(spec.network, k)) for k in values if k != 'states'}
+    networks_seen.add(spec.network.network_type)
+    covered |= {(k, getattr(spec.network, k)) for k in values if k != 'states'}
   assert covered == {(k, v) for k, vs in values.items() for v in vs}
+  assert networks_seen == set(spec_lib.NETWORK_TYPES), "a network is not checked"
 
 
 STATES_CASES = [(2, True), (2, False)]  # (states, full_det)
 
 
-@pytest.mark.parametrize('states,full_det', STATES_CASES)
-def test_forward_laplacian_of_states_matches_loop_in_float64(states, full_det,
+@pytest.mark.parametrize('states,full_det,network', slow_after_first(
+    [(*case, {}) for case in STATES_CASES] + [(2, True, TINY_PSIFORMER)],
+    ids=['ferminet_dense', 'ferminet_blocks', 'psiformer']))
+def test_forward_laplacian_of_states_matches_loop_in_float64(states, full_det, network,
                                                              make_tiny_config):
   """K excited states: (K,) Laplacians and (K, 3N) gradients of every state, against the
   loop and folx over the vector of log|psi_i|, with a Jastrow and shared envelopes."""
   system = systems.make_system(molecule='LiH')
   with enable_x64(True):
     cfg = make_tiny_config(**{'network.full_det': full_det, 'network.jastrow': 'simple_ee',
-                              'network.envelope_shared': not full_det})
+                              'network.envelope_shared': not full_det, **network})
     cfg.network.ferminet.hidden_dims = ((12, 4), (12, 4))
     net = networks.make_network(system, config_lib.resolve(cfg).network, states)
     params = net.init(jax.random.PRNGKey(0))
@@ -100,28 +108,25 @@ def test_forward_laplacian_of_states_matches_loop_in_float64(states, full_det,
     for a, b in ((lap, lap_ref), (grad, grad_ref), (lap_folx, lap_ref), (grad_folx, grad_ref)):
       np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
     # Each state's values are those of the state's own head.
-    np.testing.assert_allclose(net.states.sampling_apply(params, x[0])[1], f(x[0]), rtol=1e-12)
+    np.testing.assert_allclose(net.states.evaluate(params, x[0])[1], f(x[0]), rtol=1e-12)
 
 
 @pytest.mark.parametrize('variant, full_det', slow_after_first(
     CHECKED, ids=[name for name, _ in LAPLACIAN_VARIANTS]))
 def test_every_network_option_has_the_exact_laplacian(variant, full_det, make_tiny_config):
-  """Method 'forward' (FermiNet's own, or folx for the Psiformer) against the loop, float64."""
+  """Method 'forward' (the network's own) against the loop, float64; its cheaper value
+  path (`evaluate`) against `apply`."""
   system = systems.make_system(molecule='LiH')
   with enable_x64(True):
     net, params = _random_net(system, full_det, make_tiny_config, jnp.float64, **variant)
     x = 1.3 * jax.random.normal(jax.random.PRNGKey(2), (3, 12), jnp.float64)
-    f = lambda p, y: net.logabs(p, y)
+    f = lambda p, y: net.apply(p, y)[1]
     loop = jax.vmap(lambda y: hamiltonian.laplacian_loop(lambda z: f(params, z), y))
     lap_ref, grad_ref = jax.jit(loop)(x)
-    if net.laplacian is not None:
-      forward = lambda y: net.laplacian(params, y)
-    else:
-      forward = lambda y: hamiltonian.laplacian_folx(lambda z: f(params, z), y)
-    lap, grad = jax.jit(jax.vmap(forward))(x)
+    lap, grad = jax.jit(jax.vmap(lambda y: net.laplacian(params, y)))(x)
     np.testing.assert_allclose(lap, lap_ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(jax.vmap(lambda y: net.sampling_logabs(params, y))(x),
+    np.testing.assert_allclose(jax.vmap(lambda y: net.evaluate(params, y)[1])(x),
                                jax.vmap(lambda y: f(params, y))(x), rtol=1e-12)
 
 
@@ -167,12 +172,12 @@ def test_unknown_laplacian_is_a_config_error(make_tiny_config):
 
 
 @pytest.mark.parametrize('full_det', [True, False])
-def test_sampling_logabs_equals_the_module(full_det, make_tiny_config):
+def test_evaluate_equals_apply(full_det, make_tiny_config):
   system = systems.make_system(molecule='LiH')
   net, params = _random_net(system, full_det, make_tiny_config, jnp.float32)
   x = 1.3 * jax.random.normal(jax.random.PRNGKey(6), (8, 12), jnp.float32)
   batch = lambda f: jax.jit(jax.vmap(f, in_axes=(None, 0)))(params, x)
-  sign, log = batch(net.sampling_apply)  # sampling_logabs is its log|psi|
+  sign, log = batch(net.evaluate)
   sign_ref, log_ref = batch(net.apply)
   np.testing.assert_array_equal(sign, sign_ref)  # the sign too (pseudopotential ratios)
   np.testing.assert_allclose(log, log_ref, rtol=1e-5, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import NETWORK_VARIANTS, make_network
 from vmc import systems
-from vmc.networks import orbitals
+from vmc.networks import ops
 
 EXACT = 1e-10  # relative; see the module doc
 
@@ -82,11 +82,11 @@ def test_orbitals_shapes(make_tiny_config):
 def test_logdet_sum_is_stable_and_exact():
   signs = jnp.array([1.0, -1.0, 1.0], jnp.float32)
   logdets = jnp.array([200.0, 199.0, 150.0], jnp.float32)  # exp() would overflow float32
-  sign, log = orbitals.logdet_sum(signs, logdets)
+  sign, log = ops.logdet_sum(signs, logdets)
   expected = 200.0 + np.log(1 - np.exp(-1.0) + np.exp(-50.0))
   assert float(sign) == 1.0
   np.testing.assert_allclose(log, expected, rtol=1e-6)
-  sign, log = orbitals.logdet_sum(jnp.array([-1.0, 1.0], jnp.float32),
+  sign, log = ops.logdet_sum(jnp.array([-1.0, 1.0], jnp.float32),
                                   jnp.array([3.0, 1.0], jnp.float32))
   assert log.dtype == jnp.float32
   assert float(sign) == -1.0
@@ -160,20 +160,20 @@ def test_jastrow_default_is_simple_ee_for_psiformer_only(make_tiny_config):
 @pytest.mark.parametrize('variant', [v for _, v in NETWORK_VARIANTS],
                          ids=[name for name, _ in NETWORK_VARIANTS])
 def test_psi_with_moved_nuclei_is_translation_invariant(variant, make_tiny_config):
-  """apply_at with the system's nuclei is apply; moving nuclei and electrons together
+  """apply with the system's nuclei given as atoms is apply; moving nuclei and electrons together
   leaves psi unchanged, so d log|psi|/dR summed over nuclei is -sum_i grad_i log|psi|
   (what the zvzb forces differentiate)."""
   system = systems.make_system(molecule='LiH')
   net, params = _net(system, make_tiny_config, True, **variant)
   x = jax.random.normal(jax.random.PRNGKey(3), (system.n_electrons * 3,))
   atoms = jnp.asarray(system.positions, jnp.float64)
-  np.testing.assert_allclose(net.apply_at(params, x, atoms)[1], net.apply(params, x)[1],
+  np.testing.assert_allclose(net.apply(params, x, atoms)[1], net.apply(params, x)[1],
                              rtol=EXACT)
   shift = jnp.array([0.3, -0.2, 0.5])
-  moved = net.apply_at(params, (x.reshape(-1, 3) + shift).reshape(-1), atoms + shift)
+  moved = net.apply(params, (x.reshape(-1, 3) + shift).reshape(-1), atoms + shift)
   np.testing.assert_allclose(moved[1], net.apply(params, x)[1], rtol=EXACT)
   assert moved[0] == net.apply(params, x)[0]
-  d_atoms, d_x = jax.grad(lambda a, y: net.apply_at(params, y, a)[1], argnums=(0, 1))(atoms, x)
+  d_atoms, d_x = jax.grad(lambda a, y: net.apply(params, y, a)[1], argnums=(0, 1))(atoms, x)
   assert d_atoms.dtype == jnp.float64
   np.testing.assert_allclose(d_atoms.sum(0), -d_x.reshape(-1, 3).sum(0),
                              atol=EXACT * np.abs(d_x).max())

@@ -18,7 +18,7 @@ from vmc.errors import ConfigError
 
 
 def _evaluate(system, cfg, apply, x):
-  network = types.SimpleNamespace(apply=apply, apply_at=None, states=None)  # no forces here
+  network = types.SimpleNamespace(apply=apply, states=None)  # no forces here
   obs = observables.make(network, None, system, config_lib.resolve(cfg).observables)
   x = parallel.shard(np.asarray(x, np.float32))
   return parallel.first(obs.evaluate(parallel.replicate({}), x)), obs

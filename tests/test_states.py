@@ -232,11 +232,11 @@ def test_nonlocal_ecp_term_of_each_state_is_that_states_own(tmp_path, make_tiny_
   params = net.init(jax.random.PRNGKey(0))
   x = 1.5 * jax.random.normal(jax.random.PRNGKey(4), (6, 6), jnp.float32)
   key = jax.random.PRNGKey(5)
-  both = pseudopotential.nonlocal_term(net.states.sampling_apply, spec.system)(params, x, key)
+  both = pseudopotential.nonlocal_term(net.states.evaluate, spec.system)(params, x, key)
   assert both.shape == (6, 2)
   for i in range(2):
     one = pseudopotential.nonlocal_term(
-        lambda p, y, i=i: tuple(a[i] for a in net.states.sampling_apply(p, y)),
+        lambda p, y, i=i: tuple(a[i] for a in net.states.evaluate(p, y)),
         spec.system)(params, x, key)
     np.testing.assert_allclose(both[:, i], one, rtol=1e-5, atol=1e-6)
   assert np.any(np.abs(np.asarray(both)) > 1e-3)  # the electrons reach the ECP's range

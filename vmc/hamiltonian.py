@@ -76,9 +76,9 @@ def kinetic_energy(wavefunction: WavefunctionFn, method: str = 'forward',
   """T_L = -1/2 (lap log|psi| + |grad log|psi||^2) = -1/2 (lap psi) / psi.
 
   method 'forward' uses the network's own forward Laplacian (forward_laplacian(params, x)
-  -> (lap log|psi|, grad log|psi|)) and falls back to folx without one; 'loop' and 'folx'
-  differentiate log|psi| of the wavefunction. A wavefunction of K states ((K,) signs and
-  log|psi_i|) gives T_L of each, (K,).
+  -> (lap log|psi|, grad log|psi|); vmc.networks gives every network one), or folx where
+  a wavefunction has none; 'loop' and 'folx' differentiate log|psi| of the wavefunction.
+  A wavefunction of K states ((K,) signs and log|psi_i|) gives T_L of each, (K,).
   """
   if method not in LAPLACIANS:
     raise ValueError(f'unknown Laplacian method {method!r}; use one of {LAPLACIANS}')

@@ -153,7 +153,7 @@ def build(spec: Spec) -> Model:
     ecp = [pseudopotential.local_term(spec.system)]
     # The wavefunction ratios go through the network's cheaper forward path (each state's
     # at each copy for excited states).
-    ratios = network.sampling_apply if s is None else s.sampling_apply
+    ratios = network.evaluate if s is None else s.evaluate
     nonlocal_terms = [pseudopotential.nonlocal_term(ratios, spec.system, spec.pp.quadrature)
                       ] if pseudopotential.nonlocal_atoms(spec.system) else []
   if s is None:
@@ -164,12 +164,13 @@ def build(spec: Spec) -> Model:
   else:  # K states' local energies at each copy, then the energy matrices (vmc.states)
     batch_local_energy = hamiltonian.batched_states(
         hamiltonian.make_local_energy(s.apply, spec.system, spec.optim.laplacian, s.laplacian,
-                                      ecp), s.sampling_apply, s.k,
+                                      ecp), s.evaluate, s.k,
         local_energy_chunk(spec)[0] * s.k, nonlocal_terms)
   objective = loss.make_objective(batch_logabs, batch_local_energy,
                                   spec.optim.clip_local_energy)
   # The sampler evaluates the same log|psi| through the network's cheaper path.
-  sampler = mcmc.make_sampler(jax.vmap(network.sampling_logabs, in_axes=(None, 0)),
+  sampler = mcmc.make_sampler(jax.vmap(lambda p, x: network.evaluate(p, x)[1],
+                                       in_axes=(None, 0)),
                               spec.system, spec.mcmc, max(spec.states, 1))
   optimizer = (frozen(objective) if spec.evaluation
                else optimizers.make(spec.optim, objective))

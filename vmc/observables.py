@@ -87,7 +87,7 @@ def make(network: Network, local_energy: Callable[[Params, Array], Array],
     arrays += [f'forces_{k}' for k in forces.ESTIMATORS]
     attrs['atoms'] = np.array([a.symbol for a in system.atoms], dtype='S2')
     attrs['positions'] = coords
-    force_estimate = forces.make(network.apply_at, local_energy, system.positions,
+    force_estimate = forces.make(network.apply, local_energy, system.positions,
                                  system.charges)
   pairs = [(i, j) for i in range(n_up) for j in range(n_up, n)]
 
@@ -137,7 +137,7 @@ def state_matrices(network: Network, o: ObservablesSpec, nspins: tuple[int, int]
   """The dipole and S^2 matrices (vmc.states) of K excited states at one walker of K
   copies, as `o` asks."""
   assert network.states is not None
-  state_apply, k = network.states.sampling_apply, network.states.k
+  state_apply, k = network.states.evaluate, network.states.k
   out = {}
   if o.dipole:
     sign, logabs = states.state_matrix(state_apply, params, x, k)

@@ -24,7 +24,7 @@ from vmc.errors import ConfigError
 NETWORK_TYPES = ('ferminet', 'psiformer')
 ENVELOPE_TYPES = ('isotropic', 'diagonal')
 JASTROWS = ('default', 'simple_ee', 'none')
-# 'forward': the network's own forward Laplacian (FermiNet), folx's for networks without.
+# 'forward': the networks' own forward Laplacian (vmc.networks.ops), for every network.
 LAPLACIANS = ('forward', 'loop', 'folx')
 DENSITIES = ('none', 'radial', 'grid')
 # The registry of vmc.optimizers has exactly these (a test checks); 'none' = evaluation.
@@ -302,10 +302,9 @@ class OptimSpec:
   iterations: int = key(100000, POSITIVE, 'training (or evaluation) iterations; after a '
                         'warm start from log.restore_path, counted on from its step')
   laplacian: str = key('forward', one_of(*LAPLACIANS),
-                       "exact Laplacian: 'forward' (one forward pass, FermiNet's own using "
-                       "its sparsity; for the Psiformer the same as 'folx'), 'loop' (jvp "
-                       "of the gradient over 3N coordinates), 'folx' (folx's generic "
-                       'forward Laplacian)')
+                       "exact Laplacian: 'forward' (one forward pass, the network's own, "
+                       "using its sparsity: vmc.networks.ops), 'loop' (jvp of the gradient "
+                       "over 3N coordinates), 'folx' (folx's generic forward Laplacian)")
   local_energy_chunk_size: int = key(
       0, NON_NEGATIVE, 'walkers per device whose local energies are computed together; 0: '
       'from the estimated memory (all at once unless over 1 GiB per CPU device or half an '

@@ -8,9 +8,6 @@ For electron i, nucleus I and orbital column k:
 Columns k run over determinants x orbitals (each determinant its own envelope), or over
 orbitals only when `shared` (one envelope per orbital, the same in every determinant; the
 values are then tiled over determinants). Parameters start at one, as in FermiNet.
-
-`derivatives` gives each envelope's value, gradient and Laplacian with respect to its own
-electron, for the forward Laplacian.
 """
 
 from __future__ import annotations
@@ -18,65 +15,31 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-
-def _scaled_distance(ae: jnp.ndarray, r_ae: jnp.ndarray, sigma: jnp.ndarray,
-                     kind: str) -> jnp.ndarray:
-  """y_iIk, the argument of the exponential. ae (n, A, 3), r_ae (n, A)."""
-  if kind == 'isotropic':
-    return r_ae[:, :, None] * sigma[None]  # sigma (A, K)
-  return jnp.linalg.norm(ae[:, :, :, None] * sigma[None], axis=2)  # sigma (A, 3, K)
-
-
-def _tile(a: jnp.ndarray, determinants: int) -> jnp.ndarray:
-  """(..., K) -> (..., determinants * K), K fastest (the orbital layout of the networks)."""
-  return jnp.tile(a, (1,) * (a.ndim - 1) + (determinants,))
+from vmc.networks import ops
 
 
 class Envelope(nn.Module):
-  """(n_s, determinants * n_orbitals) envelope values for one spin channel's electrons."""
+  """(n_s, determinants * n_orbitals) envelope values for one spin channel's electrons,
+  from their ae (n_s, A, 3) and r_ae (n_s, A)."""
   kind: str
   n_orbitals: int
   determinants: int
   shared: bool = False
 
   @nn.compact
-  def __call__(self, ae: jnp.ndarray, r_ae: jnp.ndarray) -> jnp.ndarray:
-    n_atoms = r_ae.shape[-1]
+  def __call__(self, ae: ops.Value, r_ae: ops.Value) -> ops.Value:
+    n_atoms = ops.shape(r_ae)[-1]
     k = self.n_orbitals * (1 if self.shared else self.determinants)
     pi = self.param('pi', nn.initializers.ones, (n_atoms, k))
     shape = (n_atoms, k) if self.kind == 'isotropic' else (n_atoms, 3, k)
     sigma = self.param('sigma', nn.initializers.ones, shape)
-    env = jnp.sum(pi[None] * jnp.exp(-_scaled_distance(ae, r_ae, sigma, self.kind)), axis=1)
-    return _tile(env, self.determinants) if self.shared else env
-
-
-def derivatives(ae: jnp.ndarray, r_ae: jnp.ndarray, params: dict, kind: str, shared: bool,
-                determinants: int, lap_r: jnp.ndarray | None = None
-                ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-  """Envelope of each electron's orbitals and its derivatives with respect to that electron.
-
-  Returns value (n, K), gradient (3, n, K) and Laplacian (n, K) with K = determinants x
-  orbitals. With e_Ik = pi_Ik exp(-y_Ik) and g = grad y: grad e = -e g and
-  lap e = e (|g|^2 - lap y), where lap y = sigma lap r (isotropic: lap r = 2 / r, or
-  `lap_r` for a softened distance, ferminet.features) or (sum_c sigma_c^2 - |g|^2) / y
-  (diagonal).
-  """
-  pi, sigma = params['pi'], params['sigma']
-  y = _scaled_distance(ae, r_ae, sigma, kind)  # (n, A, K)
-  e = pi[None] * jnp.exp(-y)
-  if kind == 'isotropic':
-    unit = ae / r_ae[..., None]  # (n, A, 3)
-    grad_y = unit[:, :, :, None] * sigma[None, :, None, :]  # (n, A, 3, K)
-    if lap_r is None:
-      lap_y = 2.0 * sigma[None] / r_ae[:, :, None]
+    if self.kind == 'isotropic':  # y_iIk, the argument of the exponential
+      y = ops.mul(ops.rowwise(lambda r: r[:, :, None], r_ae), sigma)
     else:
-      lap_y = sigma[None] * lap_r[:, :, None]
-  else:
-    grad_y = ae[:, :, :, None] * sigma[None] ** 2 / y[:, :, None, :]
-    lap_y = (jnp.sum(sigma ** 2, axis=1)[None] - jnp.sum(grad_y ** 2, axis=2)) / y
-  value = jnp.sum(e, axis=1)
-  grad = -jnp.einsum('iak,iack->cik', e, grad_y)
-  lap = jnp.sum(e * (jnp.sum(grad_y ** 2, axis=2) - lap_y), axis=1)
-  if shared:
-    value, grad, lap = (_tile(a, determinants) for a in (value, grad, lap))
-  return value, grad, lap
+      scaled = ops.mul(ops.rowwise(lambda a: a[:, :, :, None], ae), sigma)
+      y = ops.sqrt(ops.sum(ops.square(scaled), axis=2))
+    env = ops.sum(ops.mul(ops.exp(ops.mul(y, -1.0)), pi), axis=1)
+    if not self.shared:
+      return env
+    # (n, K) -> (n, determinants * K), K fastest (the orbital layout of the networks)
+    return ops.rowwise(lambda e: jnp.tile(e, (1, self.determinants)), env)
