@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs so the whole suite stays within minutes on 2 cores."""
 
 import functools
+import importlib.metadata
 import os
 import tempfile
 
@@ -13,9 +14,21 @@ import tempfile
 # (CI's second stack runs its subset so). `vmc` itself never sees these settings.
 QUICK_XLA_FLAGS = '--xla_cpu_use_fusion_emitters=false'
 FULL_OPTIMIZATION = os.environ.get('VMC_TEST_FULL_OPTIMIZATION', '') not in ('', '0')
+
+
+def _xla_knows_quick_flags() -> bool:
+  """Whether the installed jaxlib's XLA has QUICK_XLA_FLAGS: jaxlib 0.9 (stack 1) has;
+  0.12 (stack 2) aborts at start on an unknown flag, so it gets only the JAX setting."""
+  try:
+    version = importlib.metadata.version('jaxlib')
+  except importlib.metadata.PackageNotFoundError:
+    return False
+  return tuple(int(part) for part in version.split('.')[:2]) <= (0, 9)
+
+
 if not FULL_OPTIMIZATION:
   os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
-  if QUICK_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
+  if _xla_knows_quick_flags() and QUICK_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {QUICK_XLA_FLAGS}'.strip()
 
 import jax  # noqa: E402
